@@ -1,0 +1,57 @@
+"""The narrow interface between the one event loop and its poller backends.
+
+A backend knows nothing of sockets, timers or callbacks.  It keeps the
+kernel's interest set and translates masks, and that is all:
+
+* ``register(fd, mask)``, ``modify(fd, mask)``, ``unregister(fd)``;
+* ``poll(timeout_ms)`` waits once and returns the ready descriptors as a flat
+  list ``[fd, mask, fd, mask, ...]`` (pairs, flattened so that the C helper
+  can fill it in one call and the loop can walk it with ``zip(it, it)``);
+* ``close()``.
+
+Masks are danga's own, the numbers Danga::Socket used (which are also
+Linux's POLL* and EPOLL* numbers).  ``READ`` and ``WRITE`` are interest;
+``ERR`` and ``HUP`` are always reported and cannot be asked for.
+"""
+from __future__ import annotations
+
+from typing import List, Protocol
+
+READ = 1
+WRITE = 4
+ERR = 8
+HUP = 16
+
+
+class Poller(Protocol):
+    """What the loop needs of a backend."""
+
+    name: str
+
+    def register(self, fd: int, mask: int) -> None:
+        """Start watching ``fd`` for ``mask`` (READ|WRITE, or 0 for ERR/HUP only).
+
+        Raises OSError naming the fd when the kernel refuses it."""
+
+    def modify(self, fd: int, mask: int) -> None:
+        """Change the interest of a registered ``fd``."""
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd``.  Never closes it; an fd the kernel no longer
+        knows (closed behind the loop's back) is not an error."""
+
+    def poll(self, timeout_ms: int) -> List[int]:
+        """Wait up to ``timeout_ms`` (-1 forever, 0 not at all) and return the
+        ready ``[fd, mask, ...]`` pairs.  EINTR is retried with the time left."""
+
+    def close(self) -> None:
+        """Release the backend's own descriptor, if it has one."""
+
+
+def refused(fd: int, err: int, backend: str) -> OSError:
+    """The error raised when a backend cannot watch ``fd``, naming both."""
+    import os
+
+    reason = os.strerror(err)
+    hint = " (epoll cannot watch regular files)" if backend == "epoll" and err == 1 else ""
+    return OSError(err, f"danga: {backend} refused to watch fd {fd}: {reason}{hint}")

@@ -1,0 +1,85 @@
+"""epoll(7) through cffi: the only importer of ``danga._ffi_epoll``.
+
+Level-triggered on purpose.  Danga::Socket's contract is level-triggered
+(an fd that stays readable is reported again on the next pass), and users'
+``event_read`` methods read one chunk and return; edge-triggering would lose
+the rest of the data for every such handler.
+"""
+from __future__ import annotations
+
+import errno
+import time
+from typing import List
+
+from danga._ffi_epoll import ffi, lib
+
+from .base import refused
+
+MAX_EVENTS = 1024
+
+
+class EpollPoller:
+    """A level-triggered epoll instance, close-on-exec."""
+
+    name = "epoll"
+    __slots__ = ("_epfd", "_events", "_out", "_unpack", "_wait")
+
+    def __init__(self) -> None:
+        epfd = lib.epoll_create1(lib.EPOLL_CLOEXEC)
+        if epfd < 0:
+            err = ffi.errno
+            raise OSError(err, f"danga: epoll_create1 failed: {_strerror(err)}")
+        self._epfd = epfd
+        self._events = ffi.new("struct epoll_event[]", MAX_EVENTS)
+        self._out = ffi.new("int[]", 2 * MAX_EVENTS)
+        self._unpack = ffi.unpack
+        self._wait = lib.danga_epoll_wait
+
+    def fileno(self) -> int:
+        return self._epfd
+
+    def register(self, fd: int, mask: int) -> None:
+        if lib.danga_epoll_ctl(self._epfd, lib.EPOLL_CTL_ADD, fd, mask) < 0:
+            raise refused(fd, ffi.errno, self.name)
+
+    def modify(self, fd: int, mask: int) -> None:
+        if lib.danga_epoll_ctl(self._epfd, lib.EPOLL_CTL_MOD, fd, mask) < 0:
+            raise refused(fd, ffi.errno, self.name)
+
+    def unregister(self, fd: int) -> None:
+        # ENOENT/EBADF: the fd was closed behind our back, or never added.
+        lib.danga_epoll_ctl(self._epfd, lib.EPOLL_CTL_DEL, fd, 0)
+
+    def poll(self, timeout_ms: int) -> List[int]:
+        n = self._wait(self._epfd, self._events, MAX_EVENTS, timeout_ms, self._out)
+        if n > 0:
+            return self._unpack(self._out, n + n)
+        if n == 0:
+            return []
+        return self._retry(timeout_ms)
+
+    def _retry(self, timeout_ms: int) -> List[int]:
+        """epoll_wait failed: retry on EINTR with the time that is left.
+        Returning to Python between tries lets signal handlers run."""
+        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+        while True:
+            err = ffi.errno
+            if err != errno.EINTR:
+                raise OSError(err, f"danga: epoll_wait failed: {_strerror(err)}")
+            left = -1
+            if deadline is not None:
+                left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            n = self._wait(self._epfd, self._events, MAX_EVENTS, left, self._out)
+            if n >= 0:
+                return self._unpack(self._out, n + n)
+
+    def close(self) -> None:
+        if self._epfd >= 0:
+            lib.close(self._epfd)
+            self._epfd = -1
+
+
+def _strerror(err: int) -> str:
+    import os
+
+    return os.strerror(err)

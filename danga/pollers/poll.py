@@ -1,0 +1,94 @@
+"""poll(2) through cffi: the only importer of ``danga._ffi_poll``.
+
+The ``struct pollfd`` array lives in C memory and is edited in place
+(an fd -> slot index; unregister moves the last slot into the hole), so a
+pass costs one call and no per-pass rebuild of the set, unlike
+Danga::Socket's PollEventLoop.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import Dict, List
+
+from danga._ffi_poll import ffi, lib
+
+from .base import refused
+
+
+class PollPoller:
+    """poll(2) with a persistent descriptor array."""
+
+    name = "poll"
+    __slots__ = ("_fds", "_out", "_n", "_cap", "_slot")
+
+    def __init__(self) -> None:
+        self._cap = 64
+        self._fds = ffi.new("struct pollfd[]", self._cap)
+        self._out = ffi.new("int[]", 2 * self._cap)
+        self._n = 0
+        self._slot: Dict[int, int] = {}
+
+    def register(self, fd: int, mask: int) -> None:
+        if fd < 0:
+            raise refused(fd, errno.EBADF, self.name)
+        if fd in self._slot:
+            raise refused(fd, errno.EEXIST, self.name)
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            raise refused(fd, e.errno, self.name) from None
+        if self._n == self._cap:
+            self._grow()
+        i = self._n
+        self._fds[i].fd = fd
+        self._fds[i].events = lib.danga_to_poll(mask)
+        self._fds[i].revents = 0
+        self._slot[fd] = i
+        self._n = i + 1
+
+    def _grow(self) -> None:
+        cap = self._cap * 2
+        fds = ffi.new("struct pollfd[]", cap)
+        ffi.memmove(fds, self._fds, ffi.sizeof("struct pollfd") * self._n)
+        self._fds, self._cap = fds, cap
+        self._out = ffi.new("int[]", 2 * cap)
+
+    def modify(self, fd: int, mask: int) -> None:
+        i = self._slot.get(fd)
+        if i is None:
+            raise refused(fd, errno.ENOENT, self.name)
+        self._fds[i].events = lib.danga_to_poll(mask)
+
+    def unregister(self, fd: int) -> None:
+        i = self._slot.pop(fd, None)
+        if i is None:
+            return
+        last = self._n - 1
+        if i != last:
+            self._fds[i] = self._fds[last]
+            self._slot[self._fds[i].fd] = i
+        self._n = last
+
+    def poll(self, timeout_ms: int) -> List[int]:
+        n = lib.danga_poll(self._fds, self._n, timeout_ms, self._out)
+        if n > 0:
+            return ffi.unpack(self._out, n + n)
+        if n == 0:
+            return []
+        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+        while True:
+            err = ffi.errno
+            if err != errno.EINTR:
+                raise OSError(err, f"danga: poll failed: {os.strerror(err)}")
+            left = -1
+            if deadline is not None:
+                left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            n = lib.danga_poll(self._fds, self._n, left, self._out)
+            if n >= 0:
+                return ffi.unpack(self._out, n + n)
+
+    def close(self) -> None:
+        self._slot.clear()
+        self._n = 0

@@ -1,0 +1,632 @@
+"""``danga.Socket``: the base class a daemon subclasses, as in Danga::Socket.
+
+A Socket wraps one non-blocking socket registered with the loop.  Subclasses
+override ``event_read`` (and ``event_hup``/``event_err``, whose defaults close
+the socket), call ``read()`` and ``write()``, and switch interest with
+``watch_read()``/``watch_write()``.
+
+The write path
+--------------
+``write()`` tries ``send`` at once when nothing is queued, so the common case
+(a small reply to a socket with room in its buffer) costs one syscall and no
+allocation.  Only the part the kernel did not take is queued: a memoryview
+slice of a ``bytes`` object (no copy), or a copy of a ``bytearray`` or
+``memoryview`` (which the caller may change later).  A backlog is flushed
+with one ``sendmsg`` of up to IOV_MAX buffers.  Callables in the queue run
+once everything queued before them has been sent.  While data is queued the
+library watches for writability itself and stops once the queue is empty.
+
+Memory
+------
+``__slots__`` and no per-socket receive buffer: an idle connection costs the
+object and its socket.  State that most sockets never use (pushed-back data,
+a deadline, the close reason, cached addresses) lives in a small side object
+made on first use.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket as _socket
+from collections import deque
+from typing import Any, Callable, Deque, Optional, Union
+
+from . import loop as _loop
+from .pollers import READ, WRITE
+from .timers import Timer
+
+log = logging.getLogger("danga")
+
+MAX_READ = 1 << 20  # one read() returns at most this much (the buffer is allocated up front)
+IOV_MAX = 1024  # buffers per sendmsg
+
+# _state bits
+_EOF = 1  # read() has seen EOF or a read error
+_AUTO_WRITE = 2  # the library, not the user, turned write interest on
+_ACTIVE = 4  # data moved since the last idle sweep
+_PAUSED = 8  # event_write_paused() was called, event_write_resumed() not yet
+
+Writable = Union[bytes, bytearray, memoryview, Callable[[], Any], None]
+
+
+class _Extras:
+    """Per-socket state that most sockets never need."""
+
+    __slots__ = ("push_back", "deadline", "close_reason", "unsent", "idle_since", "corked", "peer", "local", "read_error")
+
+    def __init__(self) -> None:
+        self.push_back = b""
+        self.deadline: Optional[Timer] = None
+        self.close_reason: Optional[str] = None
+        self.unsent = 0
+        self.idle_since = 0.0
+        self.corked = False
+        self.peer: Any = None
+        self.local: Any = None
+        self.read_error: Optional[str] = None
+
+
+class Socket:
+    """An event-driven, non-blocking socket registered with the loop.
+
+    ``Socket(sock)`` makes ``sock`` non-blocking and registers it.  Neither
+    reading nor writing is watched until you ask (``watch_read(True)``);
+    errors and hang-ups are always reported.
+
+    Class attributes a subclass may override:
+
+    * ``max_idle_time``: seconds without data moving before the socket is
+      closed with reason ``"idle_timeout"`` (0, the default, never).
+    * ``write_high_water``/``write_low_water``: queued bytes above which
+      ``event_write_paused()`` is called, and at or below which
+      ``event_write_resumed()`` follows (64 KiB / 16 KiB).
+    * ``write_buffer_limit``: queued bytes beyond which the socket is closed
+      with reason ``"write_buffer_limit"`` (64 MiB; None for no limit).  A
+      peer that never reads cannot grow the process without bound.
+    """
+
+    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_woff", "_state", "_x", "__weakref__")
+
+    max_idle_time: float = 0
+    write_high_water: int = 64 * 1024
+    write_low_water: int = 16 * 1024
+    write_buffer_limit: Optional[int] = 64 * 1024 * 1024
+
+    def __init__(self, sock: _socket.socket) -> None:
+        try:
+            fd = sock.fileno()
+        except AttributeError:
+            raise TypeError(f"danga.Socket wraps a socket object, got {type(sock).__name__}") from None
+        if fd < 0:
+            raise ValueError("danga.Socket was given a closed socket")
+        sock.setblocking(False)
+        self.sock: Optional[_socket.socket] = sock
+        self.fd = fd
+        self.closed = False
+        self.write_buf_size = 0
+        self._mask = 0
+        self._wq: Optional[Deque[Any]] = None
+        self._woff = 0
+        self._state = 0
+        self._x: Optional[_Extras] = None
+        loop = _loop._current
+        loop._add(self)
+        if self.max_idle_time:
+            self._extras().idle_since = loop.now
+            loop._ensure_idle_sweep(self.max_idle_time)
+
+    def _extras(self) -> _Extras:
+        x = self._x
+        if x is None:
+            x = self._x = _Extras()
+        return x
+
+    # -- reading ------------------------------------------------------------------
+
+    def read(self, n: int) -> Optional[bytes]:
+        """Read up to ``n`` bytes (at most 1 MiB per call).
+
+        Returns the data; ``b""`` when nothing is available now; ``None`` at
+        EOF, on an error, or when the socket is closed.  Pushed-back data is
+        returned first, and never mixed with data from the socket."""
+        if self.closed:
+            return None
+        if self._x is not None and self._x.push_back:
+            return self._read_push_back(n)
+        if not 0 < n <= MAX_READ:
+            n = _check_count(n)
+        try:
+            data = self.sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError as e:
+            self._state |= _EOF
+            self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
+            return None
+        if data:
+            self._state |= _ACTIVE
+            return data
+        self._state |= _EOF
+        return None
+
+    def _read_push_back(self, n: int) -> bytes:
+        if n < 1:
+            _check_count(n)
+        x = self._x
+        data = x.push_back
+        if len(data) <= n:
+            x.push_back = b""
+            return data
+        x.push_back = data[n:]
+        return data[:n]
+
+    def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Give back bytes that were read but not used: the next ``read()``
+        returns them (before any data still in the socket), and they are
+        delivered through ``event_read`` at the end of this pass while
+        reading is watched."""
+        if self.closed:
+            return
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"danga: push_back_read takes bytes, got {type(data).__name__}")
+        if not data:
+            return
+        x = self._extras()
+        x.push_back = bytes(data) + x.push_back
+        _loop._current._want_push_back(self)
+
+    def _push_back_len(self) -> int:
+        x = self._x
+        return len(x.push_back) if x is not None else 0
+
+    def _eof(self) -> bool:
+        return bool(self._state & _EOF)
+
+    # -- writing --------------------------------------------------------------------
+
+    def write(self, data: Writable) -> bool:
+        """Send ``data`` now, or queue what cannot be sent yet.
+
+        ``data`` is ``bytes``, ``bytearray`` or ``memoryview`` (copied if it
+        must be queued), a callable (run once everything written before it
+        has been sent), or ``None`` (flush the queue).
+
+        Returns True when everything is sent, False when some is queued or
+        the socket was closed by a write error (check ``closed``).  On a
+        closed socket it sends nothing and returns True, as Danga::Socket
+        did.  Queued bytes that can never be sent are reported through
+        ``close()``: its reason, and ``unsent``."""
+        if self.closed:
+            if data is not None and not isinstance(data, (bytes, bytearray, memoryview)) and not callable(data):
+                raise _type_error(data)
+            return True
+        if self._wq is not None:
+            if data is None:
+                return self._flush()
+            return self._enqueue(data)
+        cls = data.__class__
+        if cls is not bytes:
+            if data is None:
+                return True
+            if cls is bytearray or cls is memoryview:
+                data = memoryview(data).cast("B") if cls is memoryview else memoryview(data)
+                keep = False
+            elif callable(data):
+                data()
+                return True
+            else:
+                raise _type_error(data)
+        else:
+            keep = True
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            return self._write_failed(e, len(data))
+        if n == len(data):
+            self._state |= _ACTIVE
+            return True
+        if n:
+            self._state |= _ACTIVE
+        rest = memoryview(data)[n:] if keep else bytes(data[n:])
+        self._wq = deque((rest,))
+        self._woff = 0
+        self.write_buf_size = len(rest)
+        if self.write_buf_size > self.write_high_water and self._over_limits():
+            return False
+        self.on_incomplete_write()
+        return False
+
+    def _enqueue(self, data: Writable) -> bool:
+        cls = data.__class__
+        if cls is bytes:
+            if not data:
+                return False
+            size = len(data)
+        elif cls is bytearray or cls is memoryview:
+            data = bytes(data)
+            if not data:
+                return False
+            size = len(data)
+        elif callable(data):
+            size = 1
+        else:
+            raise _type_error(data)
+        self._wq.append(data)
+        self.write_buf_size += size
+        if self.write_buf_size > self.write_high_water:
+            self._over_limits()
+        return False
+
+    def _over_limits(self) -> bool:
+        """Queue grew past the high-water mark: pause hook, or the hard limit.
+        Returns True if the socket was closed."""
+        limit = self.write_buffer_limit
+        if limit is not None and self.write_buf_size > limit:
+            self.close("write_buffer_limit")
+            return True
+        if not self._state & _PAUSED:
+            self._state |= _PAUSED
+            self.event_write_paused()
+        return self.closed
+
+    def _flush(self) -> bool:
+        wq = self._wq
+        sock = self.sock
+        while wq:
+            head = wq[0]
+            cls = head.__class__
+            if cls is not bytes and cls is not memoryview:
+                wq.popleft()
+                self.write_buf_size -= 1
+                head()
+                if self.closed:
+                    return True
+                continue
+            bufs = []
+            want = -self._woff
+            for item in wq:
+                cls = item.__class__
+                if cls is not bytes and cls is not memoryview:
+                    break
+                bufs.append(item)
+                want += len(item)
+                if len(bufs) == IOV_MAX:
+                    break
+            if self._woff:
+                bufs[0] = memoryview(bufs[0])[self._woff :]
+            try:
+                n = sock.send(bufs[0]) if len(bufs) == 1 else sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                return self._write_failed(e, self.write_buf_size)
+            if n:
+                self._state |= _ACTIVE
+                self.write_buf_size -= n
+                off = self._woff + n
+                while wq:
+                    first = wq[0]
+                    if first.__class__ is not bytes and first.__class__ is not memoryview:
+                        break
+                    ln = len(first)
+                    if off < ln:
+                        break
+                    wq.popleft()
+                    off -= ln
+                self._woff = off
+            if n < want:
+                if self._state & _PAUSED and self.write_buf_size <= self.write_low_water:
+                    self._resumed()
+                self.on_incomplete_write()
+                return False
+        self._wq = None
+        self._woff = 0
+        if self._state & _PAUSED:
+            self._resumed()
+        if self._state & _AUTO_WRITE and not self.closed:
+            self._state &= ~_AUTO_WRITE
+            self._set_mask(self._mask & ~WRITE)
+        return True
+
+    def _resumed(self) -> None:
+        self._state &= ~_PAUSED
+        self.event_write_resumed()
+
+    def _write_failed(self, e: OSError, unsent: int) -> bool:
+        name = errno.errorcode.get(e.errno or 0, "")
+        reason = name if name in ("EPIPE", "ECONNRESET") else f"write_error: {name or e}"
+        self.write_buf_size = max(self.write_buf_size, unsent)
+        self.close(reason)
+        return False
+
+    def on_incomplete_write(self) -> None:
+        """Called when a write could not send everything.  The default turns
+        on write interest (and remembers that the library did, so it turns it
+        off again once the queue drains)."""
+        if not self._mask & WRITE:
+            self._state |= _AUTO_WRITE
+            self._set_mask(self._mask | WRITE)
+
+    # -- interest -----------------------------------------------------------------------
+
+    def watch_read(self, on: bool = True) -> None:
+        """Ask for (or stop) ``event_read`` calls when data is ready."""
+        if self.closed:
+            return
+        mask = self._mask | READ if on else self._mask & ~READ
+        if mask != self._mask:
+            self._set_mask(mask)
+        if on and self._x is not None and self._x.push_back:
+            _loop._current._want_push_back(self)
+
+    def watch_write(self, on: bool = True) -> None:
+        """Ask for (or stop) ``event_write`` calls when the socket is writable.
+
+        Write interest turned on here is yours: it stays on after the queue
+        drains (the default ``event_write`` turns it off then)."""
+        if self.closed:
+            return
+        self._state &= ~_AUTO_WRITE
+        mask = self._mask | WRITE if on else self._mask & ~WRITE
+        if mask != self._mask:
+            self._set_mask(mask)
+
+    def _set_mask(self, mask: int) -> None:
+        self._mask = mask
+        _loop._current._set_mask(self)
+
+    @property
+    def watching_read(self) -> bool:
+        return bool(self._mask & READ)
+
+    @property
+    def watching_write(self) -> bool:
+        return bool(self._mask & WRITE)
+
+    # -- events (override these) ------------------------------------------------------
+
+    def event_read(self) -> None:
+        """The socket is readable.  Override it; the default closes the
+        socket with reason ``"no_event_read"`` (and logs it) rather than spin."""
+        log.warning("danga: %s has no event_read; closing it", self.as_string())
+        self.close("no_event_read")
+
+    def event_write(self) -> None:
+        """The socket is writable.  The default flushes the queue and turns
+        write interest off once it is empty."""
+        if self.write(None):
+            self.watch_write(False)
+
+    def event_err(self) -> None:
+        """An error is pending on the socket.  The default closes it."""
+        self.close("event_err")
+
+    def event_hup(self) -> None:
+        """The peer hung up (after any data still readable was delivered).
+        The default closes the socket."""
+        self.close("event_hup")
+
+    def event_write_paused(self) -> None:
+        """Queued bytes rose above ``write_high_water``: stop producing (a
+        proxy stops reading its source).  The default does nothing."""
+
+    def event_write_resumed(self) -> None:
+        """Queued bytes fell to ``write_low_water``: produce again."""
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self, reason: str = "") -> None:
+        """Close the socket; idempotent.  Queued data is dropped: how many
+        bytes is kept in ``unsent`` and the reason in ``close_reason``.
+
+        During event dispatch the descriptor itself is released at the end of
+        the loop pass (so its number cannot be reused within the batch);
+        elsewhere at once."""
+        if self.closed:
+            return
+        self.closed = True
+        x = self._extras()
+        x.close_reason = reason
+        x.unsent = self.write_buf_size
+        x.push_back = b""
+        if x.deadline is not None:
+            x.deadline.cancel()
+            x.deadline = None
+        if x.unsent:
+            log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), reason, x.unsent)
+        self._wq = None
+        self._woff = 0
+        self.write_buf_size = 0
+        sock, self.sock = self.sock, None
+        if x.corked and sock is not None:
+            _set_cork(sock, False)
+        _loop._current._release(self, sock)
+
+    def steal_socket(self) -> Optional[_socket.socket]:
+        """Detach and return the underlying socket, open, unregistered and
+        out of the descriptor map (so it can be wrapped again).  Queued data
+        is dropped as in ``close()``.  None if already closed."""
+        if self.closed:
+            return None
+        self.closed = True
+        x = self._extras()
+        x.close_reason = "stolen"
+        x.unsent = self.write_buf_size
+        if x.deadline is not None:
+            x.deadline.cancel()
+            x.deadline = None
+        self._wq = None
+        self.write_buf_size = 0
+        sock, self.sock = self.sock, None
+        _loop._current._release(self, sock, steal=True)
+        return sock
+
+    def _lost_fd(self) -> None:
+        """Another socket was registered on our fd number: we no longer own
+        it, so detach without closing anything."""
+        sock = self.sock
+        if sock is not None:
+            sock.detach()
+        self.sock = None
+        self.closed = True
+        self._wq = None
+        self.write_buf_size = 0
+        self._extras().close_reason = "fd_reused"
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        """Why the socket was closed (None while open)."""
+        return self._x.close_reason if self._x is not None else None
+
+    @property
+    def unsent(self) -> int:
+        """Bytes (and queued callables, 1 each) dropped by ``close()``."""
+        return self._x.unsent if self._x is not None else 0
+
+    # -- deadlines and idleness ----------------------------------------------------------
+
+    def set_deadline(self, seconds: Optional[float], reason: str = "deadline") -> None:
+        """Close the socket with ``reason`` unless ``set_deadline(None)`` is
+        called within ``seconds``.  A total deadline, not reset by activity:
+        the protection against a client that trickles a request slowly."""
+        if self.closed:
+            return
+        x = self._extras()
+        if x.deadline is not None:
+            x.deadline.cancel()
+            x.deadline = None
+        if seconds is not None:
+            x.deadline = _loop._current.add_timer(seconds, lambda: self.close(reason))
+
+    def _take_activity(self) -> bool:
+        active = bool(self._state & _ACTIVE)
+        self._state &= ~_ACTIVE
+        return active
+
+    def _idle_since(self, now: Optional[float] = None) -> float:
+        x = self._extras()
+        if now is not None:
+            x.idle_since = now
+        return x.idle_since
+
+    # -- per-socket post-loop callback --------------------------------------------------
+
+    def set_post_loop_callback(self, cb: Optional[_loop.PostLoopCallback]) -> None:
+        """Run ``cb(descriptor_map, other_fds)`` after every loop pass while
+        this socket is open; a false return ends ``event_loop()``.  None
+        removes it."""
+        _loop._current.set_post_loop_callback(self, cb)
+
+    # -- socket options -------------------------------------------------------------------
+
+    def tcp_cork(self, on: bool) -> None:
+        """Hold back partial frames (Linux TCP_CORK) until ``tcp_cork(False)``.
+        Ignored where the socket or the platform has no such option."""
+        if self.closed:
+            return
+        x = self._extras()
+        on = bool(on)
+        if x.corked == on:
+            return
+        try:
+            _set_cork(self.sock, on)
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.ENOTSOCK):
+                log.warning("danga: tcp_cork failed on %s: %s", self.as_string(), e)
+                self.close("tcp_cork_failed")
+                return
+            if e.errno not in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                raise
+        x.corked = on
+
+    # -- addresses ----------------------------------------------------------------------------
+
+    def _addr(self, which: str) -> Any:
+        x = self._extras()
+        cached = getattr(x, which)
+        if cached is not None:
+            return cached
+        if self.sock is None:
+            return None
+        try:
+            addr = self.sock.getpeername() if which == "peer" else self.sock.getsockname()
+        except OSError:
+            return None
+        setattr(x, which, (self.sock.family, addr))
+        return (self.sock.family, addr)
+
+    def _ip(self, which: str) -> Optional[str]:
+        fa = self._addr(which)
+        if fa is None or fa[0] not in (_socket.AF_INET, _socket.AF_INET6):
+            return None
+        return fa[1][0]
+
+    def _addr_string(self, which: str) -> Optional[str]:
+        fa = self._addr(which)
+        if fa is None:
+            return None
+        family, addr = fa
+        if family == _socket.AF_INET:
+            return f"{addr[0]}:{addr[1]}"
+        if family == _socket.AF_INET6:
+            return f"[{addr[0]}]:{addr[1]}"
+        if family == getattr(_socket, "AF_UNIX", None):
+            if isinstance(addr, bytes):  # Linux abstract namespace
+                return "@" + addr[1:].decode("utf-8", "backslashreplace") if addr else None
+            return addr or None
+        return None
+
+    def peer_ip_string(self) -> Optional[str]:
+        """The peer's IP address ("127.0.0.1", "::1"); None if not IP or unknown."""
+        return self._ip("peer")
+
+    def peer_addr_string(self) -> Optional[str]:
+        """"ip:port", "[v6]:port", a UNIX path or "@abstract"; None if unknown."""
+        return self._addr_string("peer")
+
+    def local_ip_string(self) -> Optional[str]:
+        """The local IP address; None if not IP or unknown."""
+        return self._ip("local")
+
+    def local_addr_string(self) -> Optional[str]:
+        """The local address, formatted as ``peer_addr_string``."""
+        return self._addr_string("local")
+
+    def as_string(self) -> str:
+        """``"Class(RW): open to 127.0.0.1:5000"``, as Danga::Socket's."""
+        rw = ("R" if self._mask & READ else "") + ("W" if self._mask & WRITE else "")
+        s = f"{type(self).__name__}({rw}): {'closed' if self.closed else 'open'}"
+        if not self.closed:
+            peer = self.peer_addr_string()
+            if peer:
+                s += f" to {peer}"
+        elif self.close_reason:
+            s += f" ({self.close_reason})"
+        return s
+
+    def __repr__(self) -> str:
+        return f"<{self.as_string()} fd={self.fd}>"
+
+
+def _type_error(data: Any) -> TypeError:
+    if isinstance(data, str):
+        return TypeError("danga: write() takes bytes, not str; encode it first (e.g. data.encode())")
+    return TypeError(
+        f"danga: write() takes bytes, bytearray, memoryview, a callable or None, not {type(data).__name__}"
+    )
+
+
+def _check_count(n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"danga: read() takes a byte count (int), got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"danga: read() needs a positive byte count, got {n}")
+    return MAX_READ
+
+
+def _set_cork(sock: _socket.socket, on: bool) -> None:
+    opt = getattr(_socket, "TCP_CORK", None)
+    if opt is not None:
+        sock.setsockopt(_socket.IPPROTO_TCP, opt, 1 if on else 0)
