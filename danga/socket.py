@@ -133,8 +133,11 @@ class Socket:
             return None
         if self._x is not None and self._x.push_back:
             return self._read_push_back(n)
-        if not 0 < n <= MAX_READ:
-            n = _check_count(n)
+        try:
+            if not 0 < n <= MAX_READ:
+                n = _check_count(n)
+        except TypeError:
+            _check_count(n)
         try:
             data = self.sock.recv(n)
         except (BlockingIOError, InterruptedError):
@@ -441,7 +444,10 @@ class Socket:
         self.write_buf_size = 0
         sock, self.sock = self.sock, None
         if x.corked and sock is not None:
-            _set_cork(sock, False)
+            try:
+                _set_cork(sock, False)  # push out what the cork holds
+            except OSError:
+                pass
         _loop._current._release(self, sock)
 
     def steal_socket(self) -> Optional[_socket.socket]:
@@ -539,6 +545,7 @@ class Socket:
                 return
             if e.errno not in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
                 raise
+            return  # not a TCP socket: nothing to cork
         x.corked = on
 
     # -- addresses ----------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Small helpers the tests share: run the loop until a condition holds, and
+a listener that accepts into a given Socket class."""
+import socket
+
+import danga
+
+
+class LoopTimeout(AssertionError):
+    pass
+
+
+def run(until=None, timeout=10.0):
+    """Run the loop until ``until()`` is true after a pass; fail after ``timeout`` s."""
+    expired = []
+    guard = danga.add_timer(timeout, lambda: expired.append(True))
+    danga.set_post_loop_callback(lambda dm, of: not (expired or (until is not None and until())))
+    try:
+        danga.event_loop()
+    finally:
+        guard.cancel()
+        danga.set_post_loop_callback(None)
+    if expired:
+        raise LoopTimeout(f"condition not reached within {timeout} s")
+
+
+def run_for(seconds):
+    """Run the loop for ``seconds`` (a timer ends it)."""
+    done = []
+    t = danga.add_timer(seconds, lambda: done.append(1))
+    try:
+        run(lambda: done, timeout=seconds + 10)
+    finally:
+        t.cancel()
+
+
+class Listener(danga.Socket):
+    """Accept connections into ``handler`` (a Socket class)."""
+
+    def __init__(self, handler, family=socket.AF_INET, addr=("127.0.0.1", 0)):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+        super().__init__(sock)
+        self.handler = handler
+        self.accepted = []
+        self.watch_read(True)
+
+    @property
+    def port(self):
+        return self.sock.getsockname()[1]
+
+    def event_read(self):
+        for _ in range(64):
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return
+            self.accepted.append(self.handler(conn))
+
+
+class Echo(danga.Socket):
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.watch_read(True)
+
+    def event_read(self):
+        data = self.read(65536)
+        if data is None:
+            self.close("eof")
+        elif data:
+            self.write(data)
+
+
+def pair():
+    """A connected non-blocking AF_UNIX stream pair."""
+    a, b = socket.socketpair()
+    return a, b
+
+
+def pattern(n, seed=0):
+    """n bytes of a position-dependent pattern, to catch loss and reordering."""
+    block = bytes((i * 7 + seed) & 0xFF for i in range(251))
+    reps = n // len(block) + 1
+    return (block * reps)[:n]
+
+
+class Plain(danga.Socket):
+    """A Socket subclass with a __dict__, so tests can set handlers on it."""

@@ -1,0 +1,43 @@
+"""The compiled cffi modules: present, and agreeing with danga's masks."""
+import importlib
+import platform
+
+import pytest
+
+from danga import pollers
+from danga.pollers import ERR, HUP, READ, WRITE
+
+
+@pytest.mark.parametrize("module", ["danga._ffi_epoll", "danga._ffi_poll"])
+def test_masks_agree_with_python(module):
+    try:
+        lib = importlib.import_module(module).lib
+    except ImportError:
+        pytest.skip(f"{module} not built on this platform")
+    assert (lib.DANGA_READ, lib.DANGA_WRITE, lib.DANGA_ERR, lib.DANGA_HUP) == (READ, WRITE, ERR, HUP)
+
+
+def test_epoll_constants_come_from_the_compiler():
+    try:
+        from danga._ffi_epoll import ffi, lib
+    except ImportError:
+        pytest.skip("no epoll here")
+    import select
+
+    assert lib.EPOLLIN == select.EPOLLIN and lib.EPOLLOUT == select.EPOLLOUT
+    assert lib.EPOLL_CLOEXEC == select.EPOLL_CLOEXEC
+    if platform.machine() == "x86_64":
+        assert ffi.sizeof("struct epoll_event") == 12  # packed on x86-64
+
+
+def test_available_lists_epoll_first_on_linux():
+    names = pollers.available()
+    assert "poll" in names
+    if platform.system() == "Linux":
+        assert names[0] == "epoll"
+
+
+def test_unknown_backend_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DANGA_POLLER", "kqueue2")
+    with pytest.raises(ValueError, match="kqueue2.*epoll"):
+        pollers.create()
