@@ -1,0 +1,274 @@
+"""Run every echo server under the same closed-loop load and write BENCHMARKS.md.
+
+    python bench/run.py                 # full run (about 10 minutes)
+    python bench/run.py --quick         # one short round, to check the set-up
+    python bench/run.py --servers danga-epoll,c-epoll --scenarios 64B
+
+One server at a time, on loopback; the server is pinned to CPU 0 and the
+load generator (bench/loadgen.c, compiled here) to CPU 1.  The figure that
+matters is the server's CPU time per message (user + sys from /proc/PID/stat
+over exactly the measured interval) and its ratio to the C floor measured in
+the same round; rounds are interleaved and the median is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+PY = sys.executable
+
+
+def perl_has_danga() -> bool:
+    return shutil.which("perl") is not None and subprocess.run(
+        ["perl", "-MDanga::Socket", "-e1"], capture_output=True
+    ).returncode == 0
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+# name -> (command with {port}, extra environment, why it is unavailable or None)
+def servers() -> dict:
+    echo = str(ROOT / "examples" / "echo_server.py")
+    s = HERE / "servers"
+    return {
+        "c-epoll": ([str(OUT / "echo_c"), "{port}"], {}, None),
+        "danga-epoll": ([PY, echo, "--port", "{port}"], {"DANGA_POLLER": "epoll"}, None),
+        "danga-poll": ([PY, echo, "--port", "{port}"], {"DANGA_POLLER": "poll"}, None),
+        "stdlib-epoll": ([PY, str(s / "stdlib_epoll_echo.py"), "--port", "{port}"], {}, None),
+        "uvloop": (
+            [PY, str(s / "asyncio_echo.py"), "--uvloop", "--port", "{port}"],
+            {},
+            None if has_module("uvloop") else "uvloop is not installed (pip install uvloop)",
+        ),
+        "asyncio": ([PY, str(s / "asyncio_echo.py"), "--port", "{port}"], {}, None),
+        "perl-danga": (
+            ["perl", str(s / "perl_danga_echo.pl"), "--port", "{port}"],
+            {},
+            None if perl_has_danga() else "Perl Danga::Socket is not installed (apt-get install libdanga-socket-perl)",
+        ),
+    }
+
+
+# name -> (connections, message size, in flight, idle connections)
+SCENARIOS = {
+    "64B": (50, 64, 1, 0),
+    "16KiB": (50, 16384, 1, 0),
+    "64B-pipelined": (50, 64, 16, 0),
+    "64B-10k-idle": (50, 64, 1, 10000),
+    "1MiB": (10, 1 << 20, 1, 0),
+}
+
+
+def build() -> None:
+    OUT.mkdir(exist_ok=True)
+    for src, exe in (("loadgen.c", "loadgen"), ("echo_c.c", "echo_c")):
+        target = OUT / exe
+        if not target.exists() or target.stat().st_mtime < (HERE / src).stat().st_mtime:
+            subprocess.run(["cc", "-O2", "-o", str(target), str(HERE / src)], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu: int):
+    def pre() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        if len(os.sched_getaffinity(0)) > 1:
+            os.sched_setaffinity(0, {cpu})
+
+    return pre
+
+
+def run_one(cmd: list, env: dict, scenario: tuple, seconds: float, warmup: float) -> dict:
+    port = free_port()
+    argv = [a.replace("{port}", str(port)) for a in cmd]
+    srv = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env}, preexec_fn=pin(0), text=True
+    )
+    try:
+        line = srv.stdout.readline()
+        if "listening" not in line:
+            raise RuntimeError(f"{argv[0]} did not start: {line!r} {srv.stderr.read()[:2000]}")
+        conns, size, inflight, idle = scenario
+        lg = subprocess.run(
+            [str(OUT / "loadgen"), "127.0.0.1", str(port), str(conns), str(size), str(inflight),
+             str(seconds), str(warmup), str(idle), str(srv.pid)],
+            capture_output=True, text=True, preexec_fn=pin(1), timeout=seconds + warmup + 120,
+        )
+        if lg.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {lg.stderr[:2000]}")
+        r = json.loads(lg.stdout)
+    finally:
+        srv.kill()
+        srv.wait()
+    n = max(r["msgs"], 1)
+    r["user_us"] = r["server_user_s"] / n * 1e6
+    r["sys_us"] = r["server_sys_s"] / n * 1e6
+    r["cpu_us"] = r["user_us"] + r["sys_us"]
+    if r["idle_connections"]:
+        r["kib_per_idle_conn"] = (r["rss_idle_kib"] - r["rss_before_kib"]) / r["idle_connections"]
+    return r
+
+
+def median_of(rows: list, key: str) -> float:
+    vals = [r[key] for r in rows if key in r]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--quick", action="store_true", help="one round of 1.5 s")
+    ap.add_argument("--servers", default="", help="comma-separated subset")
+    ap.add_argument("--scenarios", default="", help="comma-separated subset")
+    ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.warmup = 1, 1.5, 0.5
+    build()
+    all_servers = servers()
+    names = [n for n in all_servers if not args.servers or n in args.servers.split(",")]
+    scen = [s for s in SCENARIOS if not args.scenarios or s in args.scenarios.split(",")]
+    usable = []
+    for name in names:
+        why = all_servers[name][2]
+        if why:
+            print(f"SKIPPED {name}: {why}", flush=True)
+        else:
+            usable.append(name)
+    results: dict = {(n, s): [] for n in usable for s in scen}
+    for rnd in range(args.rounds):
+        for s in scen:
+            for name in usable:
+                cmd, env, _ = all_servers[name]
+                try:
+                    r = run_one(cmd, env, SCENARIOS[s], args.seconds, args.warmup)
+                except Exception as e:  # report, keep going with the others
+                    print(f"round {rnd + 1} {s:14} {name:13} FAILED: {e}", flush=True)
+                    continue
+                results[(name, s)].append(r)
+                print(f"round {rnd + 1} {s:14} {name:13} {r['msgs_per_s']:>10.0f} msg/s  "
+                      f"{r['cpu_us']:7.2f} us/msg CPU  p99 {r['p99_us']:8.0f} us  err {r['errors']}", flush=True)
+    # ratio to the C floor, per round, then the median
+    for (name, s), rows in results.items():
+        floor = results.get(("c-epoll", s), [])
+        for i, r in enumerate(rows):
+            if i < len(floor) and floor[i]["cpu_us"] > 0:
+                r["ratio"] = r["cpu_us"] / floor[i]["cpu_us"]
+    json_path = OUT / "results.json"
+    json_path.write_text(json.dumps({f"{n}|{s}": rows for (n, s), rows in results.items()}, indent=1))
+    write_report(Path(args.output), usable, scen, results, args, [n for n in names if n not in usable], all_servers)
+    chart(Path(args.output).with_name("benchmarks.png"), usable, scen, results)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+
+
+def write_report(path: Path, names, scen, results, args, skipped, all_servers) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python bench/run.py` (see bench/README.md); the optimisation log below is kept by hand",
+        "in bench/optimisations.md and copied in.",
+        "",
+        f"Machine: {machine()}.  Rounds: {args.rounds} × {args.seconds:g} s measured after {args.warmup:g} s warm-up,",
+        "server pinned to CPU 0, load generator to CPU 1, medians over rounds.",
+        "",
+        "**CPU µs/msg** is the server's user+sys CPU time per echoed message; **× C** is its ratio to the",
+        "single-threaded C epoll echo measured in the same round (lower is better, 1.00 is the floor).",
+        "",
+    ]
+    for n in skipped:
+        lines.append(f"- skipped {n}: {all_servers[n][2]}")
+    if skipped:
+        lines.append("")
+    for s in scen:
+        conns, size, inflight, idle = SCENARIOS[s]
+        desc = f"{conns} connections × {size} B × {inflight} in flight" + (f", plus {idle} idle connections" if idle else "")
+        lines += [f"## {s}: {desc}", "",
+                  "| server | msgs/s | MB/s | p50 µs | p99 µs | user µs/msg | sys µs/msg | CPU µs/msg | × C | errors |"
+                  + (" KiB/idle conn |" if idle else ""),
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if idle else "")]
+        for n in names:
+            rows = results[(n, s)]
+            if not rows:
+                lines.append(f"| {n} | failed | | | | | | | | |")
+                continue
+            row = (f"| {n} | {median_of(rows, 'msgs_per_s'):,.0f} | {median_of(rows, 'mb_per_s'):.1f} | "
+                   f"{median_of(rows, 'p50_us'):.0f} | {median_of(rows, 'p99_us'):.0f} | "
+                   f"{median_of(rows, 'user_us'):.2f} | {median_of(rows, 'sys_us'):.2f} | "
+                   f"{median_of(rows, 'cpu_us'):.2f} | {median_of(rows, 'ratio'):.3f} | "
+                   f"{sum(r['errors'] for r in rows)} |")
+            if idle:
+                row += f" {median_of(rows, 'kib_per_idle_conn'):.3f} |"
+            lines.append(row)
+        lines.append("")
+    lines.append("![server CPU per message relative to C](benchmarks.png)")
+    lines.append("")
+    notes = HERE / "optimisations.md"
+    if notes.exists():
+        lines.append(notes.read_text())
+    path.write_text("\n".join(lines))
+    print(f"wrote {path}")
+
+
+def chart(path: Path, names, scen, results) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("SKIPPED chart: matplotlib is not installed (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.8 / max(len(names), 1)
+    for i, n in enumerate(names):
+        vals = [median_of(results[(n, s)], "ratio") if results[(n, s)] else 0 for s in scen]
+        ax.bar([k + i * width for k in range(len(scen))], vals, width, label=n)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(scen))])
+    ax.set_xticklabels(scen)
+    ax.set_ylabel("server CPU per message, × C epoll echo")
+    ax.set_title("Echo server CPU per message relative to C (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""asyncio Protocol echo; --uvloop runs the same protocol on uvloop."""
+import argparse
+import asyncio
+import socket
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def main(port):
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port, backlog=4096)
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    await server.serve_forever()
+
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--uvloop", action="store_true")
+args = ap.parse_args()
+if args.uvloop:
+    import uvloop
+
+    uvloop.install()
+asyncio.run(main(args.port))
