@@ -6,7 +6,9 @@ Run by setuptools through ``cffi_modules`` in setup.py, or by hand:
 The compiler fills in every constant (``#define X ...``) and the layout of
 ``struct epoll_event`` (packed on x86-64), so nothing here is hard-coded.
 ``danga_epoll_wait`` is the one call the loop makes per pass: it waits and
-flattens the ready events into ``out`` as (fd, danga mask) int pairs.
+flattens the ready events into ``out`` as (fd, danga mask) int pairs.  Its
+buffers travel in one ``struct danga_ep`` so that the call takes two
+arguments (cffi parses each argument of each call).
 """
 import pathlib
 
@@ -35,8 +37,8 @@ ffibuilder.cdef(
 
     int epoll_create1(int flags);
     int danga_epoll_ctl(int epfd, int op, int fd, int mask);
-    int danga_epoll_wait(int epfd, struct epoll_event *evs, int maxevents,
-                         int timeout, int *out);
+    struct danga_ep { int epfd; int maxevents; struct epoll_event *evs; int *out; };
+    int danga_epoll_wait(struct danga_ep *ep, int timeout);
     int close(int fd);
     """
 )
@@ -63,11 +65,15 @@ static int danga_epoll_ctl(int epfd, int op, int fd, int mask)
     return epoll_ctl(epfd, op, fd, &ev);
 }
 
+/* Everything a wait needs, so that the per-pass call takes two arguments. */
+struct danga_ep { int epfd; int maxevents; struct epoll_event *evs; int *out; };
+
 /* wait once; write n (fd, danga mask) pairs to out[0 .. 2n); return n or -1 */
-static int danga_epoll_wait(int epfd, struct epoll_event *evs, int maxevents,
-                            int timeout, int *out)
+static int danga_epoll_wait(struct danga_ep *ep, int timeout)
 {
-    int n = epoll_wait(epfd, evs, maxevents, timeout);
+    struct epoll_event *evs = ep->evs;
+    int *out = ep->out;
+    int n = epoll_wait(ep->epfd, evs, ep->maxevents, timeout);
     for (int i = 0; i < n; i++) {
         uint32_t e = evs[i].events;
         out[2 * i] = evs[i].data.fd;

@@ -212,7 +212,8 @@ class Loop:
                     self._dispatching = False
                     if fresh:
                         fresh.clear()
-                if not self._post_loop():
+                if (self._push_back or self._to_close or self._plc or self.post_loop_callback is not None
+                        or self._stop) and not self._post_loop():
                     break
         finally:
             self._dispatching = False

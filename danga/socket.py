@@ -43,8 +43,9 @@ IOV_MAX = 1024  # buffers per sendmsg
 # _state bits
 _EOF = 1  # read() has seen EOF or a read error
 _AUTO_WRITE = 2  # the library, not the user, turned write interest on
-_ACTIVE = 4  # data moved since the last idle sweep
 _PAUSED = 8  # event_write_paused() was called, event_write_resumed() not yet
+
+_CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() leaves its fast path
 
 Writable = Union[bytes, bytearray, memoryview, Callable[[], Any], None]
 
@@ -85,7 +86,7 @@ class Socket:
       peer that never reads cannot grow the process without bound.
     """
 
-    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_woff", "_state", "_x", "__weakref__")
+    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_woff", "_state", "_active", "_x", "__weakref__")
 
     max_idle_time: float = 0
     write_high_water: int = 64 * 1024
@@ -108,6 +109,7 @@ class Socket:
         self._wq: Optional[Deque[Any]] = None
         self._woff = 0
         self._state = 0
+        self._active = False  # data moved since the last idle sweep
         self._x: Optional[_Extras] = None
         loop = _loop._current
         loop._add(self)
@@ -129,32 +131,46 @@ class Socket:
         Returns the data; ``b""`` when nothing is available now; ``None`` at
         EOF, on an error, or when the socket is closed.  Pushed-back data is
         returned first, and never mixed with data from the socket."""
+        # Fast path: _x is None only while the socket is open with nothing
+        # pushed back (close() always creates it).
+        if self._x is None and n.__class__ is int and 0 < n <= MAX_READ:
+            try:
+                data = self.sock.recv(n)
+            except (BlockingIOError, InterruptedError):
+                return b""
+            except OSError as e:
+                return self._read_failed(e)
+            if data:
+                self._active = True
+                return data
+            self._state |= _EOF
+            return None
+        return self._read_slow(n)
+
+    def _read_slow(self, n: int) -> Optional[bytes]:
         if self.closed:
             return None
+        n = _check_count(n)
         if self._x is not None and self._x.push_back:
             return self._read_push_back(n)
-        try:
-            if not 0 < n <= MAX_READ:
-                n = _check_count(n)
-        except TypeError:
-            _check_count(n)
         try:
             data = self.sock.recv(n)
         except (BlockingIOError, InterruptedError):
             return b""
         except OSError as e:
-            self._state |= _EOF
-            self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
-            return None
+            return self._read_failed(e)
         if data:
-            self._state |= _ACTIVE
+            self._active = True
             return data
         self._state |= _EOF
         return None
 
+    def _read_failed(self, e: OSError) -> None:
+        self._state |= _EOF
+        self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
+        return None
+
     def _read_push_back(self, n: int) -> bytes:
-        if n < 1:
-            _check_count(n)
         x = self._x
         data = x.push_back
         if len(data) <= n:
@@ -199,6 +215,21 @@ class Socket:
         closed socket it sends nothing and returns True, as Danga::Socket
         did.  Queued bytes that can never be sent are reported through
         ``close()``: its reason, and ``unsent``."""
+        # Fast path: nothing queued (and open: close() sets _wq to ()), bytes.
+        if self._wq is None and data.__class__ is bytes:
+            try:
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                return self._write_failed(e, len(data))
+            if n == len(data):
+                self._active = True
+                return True
+            return self._queue_rest(memoryview(data)[n:], n)
+        return self._write_slow(data)
+
+    def _write_slow(self, data: Writable) -> bool:
         if self.closed:
             if data is not None and not isinstance(data, (bytes, bytearray, memoryview)) and not callable(data):
                 raise _type_error(data)
@@ -208,31 +239,30 @@ class Socket:
                 return self._flush()
             return self._enqueue(data)
         cls = data.__class__
-        if cls is not bytes:
-            if data is None:
-                return True
-            if cls is bytearray or cls is memoryview:
-                data = memoryview(data).cast("B") if cls is memoryview else memoryview(data)
-                keep = False
-            elif callable(data):
-                data()
-                return True
-            else:
-                raise _type_error(data)
+        if cls is bytearray or cls is memoryview:
+            view = memoryview(data).cast("B") if cls is memoryview else memoryview(data)
+        elif data is None:
+            return True
+        elif callable(data):
+            data()
+            return True
         else:
-            keep = True
+            raise _type_error(data)
         try:
-            n = self.sock.send(data)
+            n = self.sock.send(view)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as e:
-            return self._write_failed(e, len(data))
-        if n == len(data):
-            self._state |= _ACTIVE
+            return self._write_failed(e, len(view))
+        if n == len(view):
+            self._active = True
             return True
-        if n:
-            self._state |= _ACTIVE
-        rest = memoryview(data)[n:] if keep else bytes(data[n:])
+        return self._queue_rest(bytes(view[n:]), n)  # a copy: the caller may reuse its buffer
+
+    def _queue_rest(self, rest: Any, sent: int) -> bool:
+        """The first write that could not send everything: queue the rest."""
+        if sent:
+            self._active = True
         self._wq = deque((rest,))
         self._woff = 0
         self.write_buf_size = len(rest)
@@ -306,7 +336,7 @@ class Socket:
             except OSError as e:
                 return self._write_failed(e, self.write_buf_size)
             if n:
-                self._state |= _ACTIVE
+                self._active = True
                 self.write_buf_size -= n
                 off = self._woff + n
                 while wq:
@@ -439,7 +469,7 @@ class Socket:
             x.deadline = None
         if x.unsent:
             log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), reason, x.unsent)
-        self._wq = None
+        self._wq = _CLOSED
         self._woff = 0
         self.write_buf_size = 0
         sock, self.sock = self.sock, None
@@ -463,7 +493,7 @@ class Socket:
         if x.deadline is not None:
             x.deadline.cancel()
             x.deadline = None
-        self._wq = None
+        self._wq = _CLOSED
         self.write_buf_size = 0
         sock, self.sock = self.sock, None
         _loop._current._release(self, sock, steal=True)
@@ -477,7 +507,7 @@ class Socket:
             sock.detach()
         self.sock = None
         self.closed = True
-        self._wq = None
+        self._wq = _CLOSED
         self.write_buf_size = 0
         self._extras().close_reason = "fd_reused"
 
@@ -507,8 +537,8 @@ class Socket:
             x.deadline = _loop._current.add_timer(seconds, lambda: self.close(reason))
 
     def _take_activity(self) -> bool:
-        active = bool(self._state & _ACTIVE)
-        self._state &= ~_ACTIVE
+        active = self._active
+        self._active = False
         return active
 
     def _idle_since(self, now: Optional[float] = None) -> float:
@@ -626,11 +656,12 @@ def _type_error(data: Any) -> TypeError:
 
 
 def _check_count(n: Any) -> int:
+    """A read() byte count, checked, and capped at MAX_READ."""
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"danga: read() takes a byte count (int), got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"danga: read() needs a positive byte count, got {n}")
-    return MAX_READ
+    return min(n, MAX_READ)
 
 
 def _set_cork(sock: _socket.socket, on: bool) -> None:

@@ -22,7 +22,7 @@ class EpollPoller:
     """A level-triggered epoll instance, close-on-exec."""
 
     name = "epoll"
-    __slots__ = ("_epfd", "_events", "_out", "_unpack", "_wait")
+    __slots__ = ("_epfd", "_ep", "_events", "_out", "_unpack", "_wait")
 
     def __init__(self) -> None:
         epfd = lib.epoll_create1(lib.EPOLL_CLOEXEC)
@@ -32,6 +32,7 @@ class EpollPoller:
         self._epfd = epfd
         self._events = ffi.new("struct epoll_event[]", MAX_EVENTS)
         self._out = ffi.new("int[]", 2 * MAX_EVENTS)
+        self._ep = ffi.new("struct danga_ep *", (epfd, MAX_EVENTS, self._events, self._out))
         self._unpack = ffi.unpack
         self._wait = lib.danga_epoll_wait
 
@@ -51,7 +52,7 @@ class EpollPoller:
         lib.danga_epoll_ctl(self._epfd, lib.EPOLL_CTL_DEL, fd, 0)
 
     def poll(self, timeout_ms: int) -> List[int]:
-        n = self._wait(self._epfd, self._events, MAX_EVENTS, timeout_ms, self._out)
+        n = self._wait(self._ep, timeout_ms)
         if n > 0:
             return self._unpack(self._out, n + n)
         if n == 0:
@@ -69,7 +70,7 @@ class EpollPoller:
             left = -1
             if deadline is not None:
                 left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            n = self._wait(self._epfd, self._events, MAX_EVENTS, left, self._out)
+            n = self._wait(self._ep, left)
             if n >= 0:
                 return self._unpack(self._out, n + n)
 
