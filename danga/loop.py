@@ -206,7 +206,7 @@ class Loop:
                             if mask == READ:
                                 obj.event_read()
                             else:
-                                self._dispatch_mask(obj, mask)
+                                obj._dispatch(mask)
                         except Exception as exc:
                             self._callback_failed(obj, exc)
                     self._dispatching = False
@@ -219,30 +219,6 @@ class Loop:
             self._dispatching = False
             self._running = False
             self._stop = False
-
-    def _dispatch_mask(self, obj: "Socket", mask: int) -> None:
-        if mask & READ:
-            obj.event_read()
-            if obj.closed:
-                return
-        if mask & WRITE:
-            obj.event_write()
-            if obj.closed:
-                return
-        if mask & (ERR | HUP):
-            # Unread data may arrive together with HUP: keep delivering
-            # event_read until read() has seen EOF, then report the HUP.
-            if mask & READ and obj._mask & READ and not obj._eof():
-                return
-            if mask & ERR:
-                obj.event_err()
-                if obj.closed:
-                    return
-            if mask & HUP:
-                obj.event_hup()
-            if not obj.closed:
-                # Level-triggered HUP/ERR would be reported on every pass.
-                self._park(obj)
 
     def _unowned_event(self, fd: int, mask: int) -> None:
         if fd in self._fresh:

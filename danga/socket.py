@@ -21,7 +21,9 @@ Memory
 ``__slots__`` and no per-socket receive buffer: an idle connection costs the
 object and its socket.  State that most sockets never use (pushed-back data,
 a deadline, the close reason, cached addresses) lives in a small side object
-made on first use.
+made on first use.  ``read()`` and ``write()`` each test one slot to take
+their fast path (``_pb`` and ``_wq`` are None only while the socket is open
+with nothing pushed back, nothing queued).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Optional, Union
 
 from . import loop as _loop
-from .pollers import READ, WRITE
+from .pollers import ERR, HUP, READ, WRITE
 from .timers import Timer
 
 log = logging.getLogger("danga")
@@ -44,6 +46,7 @@ IOV_MAX = 1024  # buffers per sendmsg
 _EOF = 1  # read() has seen EOF or a read error
 _AUTO_WRITE = 2  # the library, not the user, turned write interest on
 _PAUSED = 8  # event_write_paused() was called, event_write_resumed() not yet
+_CONNECTING = 16  # a non-blocking connect is in progress
 
 _CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() leaves its fast path
 
@@ -53,10 +56,12 @@ Writable = Union[bytes, bytearray, memoryview, Callable[[], Any], None]
 class _Extras:
     """Per-socket state that most sockets never need."""
 
-    __slots__ = ("push_back", "deadline", "close_reason", "unsent", "idle_since", "corked", "peer", "local", "read_error")
+    __slots__ = ("deadline", "close_reason", "unsent", "idle_since", "corked", "peer", "local",
+                 "read_error", "on_close", "connect_timer")
 
     def __init__(self) -> None:
-        self.push_back = b""
+        self.on_close: Optional[list] = None
+        self.connect_timer: Optional[Timer] = None
         self.deadline: Optional[Timer] = None
         self.close_reason: Optional[str] = None
         self.unsent = 0
@@ -86,7 +91,7 @@ class Socket:
       peer that never reads cannot grow the process without bound.
     """
 
-    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_woff", "_state", "_active", "_x", "__weakref__")
+    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_woff", "_state", "_active", "_pb", "_x", "__weakref__")
 
     max_idle_time: float = 0
     write_high_water: int = 64 * 1024
@@ -110,6 +115,7 @@ class Socket:
         self._woff = 0
         self._state = 0
         self._active = False  # data moved since the last idle sweep
+        self._pb: Optional[bytes] = None  # pushed-back data; b"" once closed
         self._x: Optional[_Extras] = None
         loop = _loop._current
         loop._add(self)
@@ -131,9 +137,9 @@ class Socket:
         Returns the data; ``b""`` when nothing is available now; ``None`` at
         EOF, on an error, or when the socket is closed.  Pushed-back data is
         returned first, and never mixed with data from the socket."""
-        # Fast path: _x is None only while the socket is open with nothing
-        # pushed back (close() always creates it).
-        if self._x is None and n.__class__ is int and 0 < n <= MAX_READ:
+        # Fast path: _pb is None only while the socket is open with nothing
+        # pushed back (close() sets it to b"").
+        if self._pb is None and n.__class__ is int and 0 < n <= MAX_READ:
             try:
                 data = self.sock.recv(n)
             except (BlockingIOError, InterruptedError):
@@ -151,7 +157,7 @@ class Socket:
         if self.closed:
             return None
         n = _check_count(n)
-        if self._x is not None and self._x.push_back:
+        if self._pb:
             return self._read_push_back(n)
         try:
             data = self.sock.recv(n)
@@ -171,12 +177,11 @@ class Socket:
         return None
 
     def _read_push_back(self, n: int) -> bytes:
-        x = self._x
-        data = x.push_back
+        data = self._pb
         if len(data) <= n:
-            x.push_back = b""
+            self._pb = None
             return data
-        x.push_back = data[n:]
+        self._pb = data[n:]
         return data[:n]
 
     def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
@@ -190,13 +195,11 @@ class Socket:
             raise TypeError(f"danga: push_back_read takes bytes, got {type(data).__name__}")
         if not data:
             return
-        x = self._extras()
-        x.push_back = bytes(data) + x.push_back
+        self._pb = bytes(data) + (self._pb or b"")
         _loop._current._want_push_back(self)
 
     def _push_back_len(self) -> int:
-        x = self._x
-        return len(x.push_back) if x is not None else 0
+        return len(self._pb) if self._pb else 0
 
     def _eof(self) -> bool:
         return bool(self._state & _EOF)
@@ -391,7 +394,7 @@ class Socket:
         mask = self._mask | READ if on else self._mask & ~READ
         if mask != self._mask:
             self._set_mask(mask)
-        if on and self._x is not None and self._x.push_back:
+        if on and self._pb:
             _loop._current._want_push_back(self)
 
     def watch_write(self, on: bool = True) -> None:
@@ -417,6 +420,98 @@ class Socket:
     @property
     def watching_write(self) -> bool:
         return bool(self._mask & WRITE)
+
+    # -- dispatch (called by the loop for anything but a plain read event) ---------------
+
+    def _dispatch(self, mask: int) -> None:
+        """Deliver ``mask``: read, write, err, hup, none after a close."""
+        if self._state & _CONNECTING:
+            if mask & (WRITE | ERR | HUP):
+                self._connect_finished()
+            return
+        if mask & READ:
+            self.event_read()
+            if self.closed:
+                return
+        if mask & WRITE:
+            self.event_write()
+            if self.closed:
+                return
+        if mask & (ERR | HUP):
+            # Unread data may arrive together with HUP: keep delivering
+            # event_read until read() has seen EOF, then report the HUP.
+            if mask & READ and self._mask & READ and not self._state & _EOF:
+                return
+            if mask & ERR:
+                self.event_err()
+                if self.closed:
+                    return
+            if mask & HUP:
+                self.event_hup()
+            if not self.closed:
+                # Level-triggered HUP/ERR would be reported on every pass.
+                _loop._current._park(self)
+
+    # -- connecting -------------------------------------------------------------------------
+
+    def _begin_connect(self, timeout: Optional[float]) -> None:
+        """Called by ``danga.connect`` right after construction: wait for the
+        non-blocking connect; writes meanwhile are queued."""
+        self._state |= _CONNECTING
+        if self._wq is None:
+            self._wq = deque()
+        self._loop_mask(self._mask | WRITE)
+        if timeout is not None:
+            self._extras().connect_timer = _loop._current.add_timer(timeout, self._connect_timed_out)
+
+    def _loop_mask(self, mask: int) -> None:
+        self._mask = mask
+        _loop._current._set_mask(self)
+
+    def _connect_timed_out(self) -> None:
+        if self._state & _CONNECTING and not self.closed:
+            self._connect_failed("ETIMEDOUT")
+
+    def _connect_finished(self) -> None:
+        err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err:
+            self._connect_failed(errno.errorcode.get(err, str(err)))
+            return
+        self._state &= ~_CONNECTING
+        x = self._x
+        if x is not None and x.connect_timer is not None:
+            x.connect_timer.cancel()
+            x.connect_timer = None
+        self._loop_mask(self._mask & ~WRITE)
+        if self._wq is not None and not self._wq:
+            self._wq = None
+        self.event_connected()
+        if not self.closed and self._wq is not None:
+            self._flush()
+
+    def _connect_failed(self, name: str) -> None:
+        self._state &= ~_CONNECTING
+        x = self._extras()
+        if x.connect_timer is not None:
+            x.connect_timer.cancel()
+            x.connect_timer = None
+        try:
+            self.event_connect_failed(name)
+        finally:
+            self.close(f"connect_failed: {name}")
+
+    def event_connected(self) -> None:
+        """A ``danga.connect`` completed (EventMachine's ``connection_completed``)."""
+
+    def event_connect_failed(self, error: str) -> None:
+        """A ``danga.connect`` failed; ``error`` is the errno name
+        ("ECONNREFUSED", "ETIMEDOUT" for the connect timeout...).  The socket
+        is closed right after, with reason ``"connect_failed: <error>"``."""
+
+    @property
+    def connecting(self) -> bool:
+        """True while a ``danga.connect`` is in progress."""
+        return bool(self._state & _CONNECTING)
 
     # -- events (override these) ------------------------------------------------------
 
@@ -463,13 +558,13 @@ class Socket:
         x = self._extras()
         x.close_reason = reason
         x.unsent = self.write_buf_size
-        x.push_back = b""
         if x.deadline is not None:
             x.deadline.cancel()
             x.deadline = None
         if x.unsent:
             log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), reason, x.unsent)
         self._wq = _CLOSED
+        self._pb = b""
         self._woff = 0
         self.write_buf_size = 0
         sock, self.sock = self.sock, None
@@ -478,7 +573,28 @@ class Socket:
                 _set_cork(sock, False)  # push out what the cork holds
             except OSError:
                 pass
+        if x.connect_timer is not None:
+            x.connect_timer.cancel()
+            x.connect_timer = None
         _loop._current._release(self, sock)
+        if x.on_close:
+            watchers, x.on_close = x.on_close, None
+            for cb in watchers:
+                try:
+                    cb(self, reason)
+                except Exception as exc:
+                    _loop._current._callback_failed(None, exc, "close watcher")
+
+    def add_close_watcher(self, cb: Callable[["Socket", str], object]) -> None:
+        """Call ``cb(socket, reason)`` once, when this socket closes (listeners
+        count their connections and channels drop members this way)."""
+        if self.closed:
+            cb(self, self.close_reason or "")
+            return
+        x = self._extras()
+        if x.on_close is None:
+            x.on_close = []
+        x.on_close.append(cb)
 
     def steal_socket(self) -> Optional[_socket.socket]:
         """Detach and return the underlying socket, open, unregistered and
@@ -494,6 +610,7 @@ class Socket:
             x.deadline.cancel()
             x.deadline = None
         self._wq = _CLOSED
+        self._pb = b""
         self.write_buf_size = 0
         sock, self.sock = self.sock, None
         _loop._current._release(self, sock, steal=True)
@@ -508,6 +625,7 @@ class Socket:
         self.sock = None
         self.closed = True
         self._wq = _CLOSED
+        self._pb = b""
         self.write_buf_size = 0
         self._extras().close_reason = "fd_reused"
 
