@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional
 
 from . import loop as _loop
+from .channel import Channel
+from .connection import Connection
+from .framing import Framer, FrameError, LengthPrefixed, Lines
 from .loop import ForkedLoopError, PostLoopCallback
 from .pollers import ERR, HUP, READ, WRITE
 from .socket import Socket
-from .timers import Timer
+from .timers import PeriodicTimer, Timer
+from .transports import DatagramSocket, Listener, connect, listen
 
 __version__ = "0.1.0"
 
@@ -40,6 +44,18 @@ def add_timer(seconds: float, callback: Callable[[], object]) -> Timer:
     Returns a Timer; ``timer.cancel()`` stops it.  A delay of 0 runs on the
     next pass.  Raises ValueError for a negative delay."""
     return _loop._current.add_timer(seconds, callback)
+
+
+def add_periodic_timer(seconds: float, callback: Callable[[], object]) -> PeriodicTimer:
+    """Run ``callback()`` every ``seconds`` until ``.cancel()`` (EventMachine's
+    ``add_periodic_timer``)."""
+    return PeriodicTimer(seconds, callback, add_timer)
+
+
+def next_tick(callback: Callable[[], object]) -> Timer:
+    """Run ``callback()`` at the start of the next loop pass, in the order
+    scheduled (EventMachine's ``next_tick``)."""
+    return _loop._current.add_timer(0, callback)
 
 
 def add_other_fds(fdmap: Dict[int, Callable[[int], object]]) -> None:
@@ -164,7 +180,9 @@ Socket.SetPostLoopCallback = _ClassOrInstance()  # type: ignore[attr-defined]
 del _name, _fn
 
 __all__ = [
-    "Socket", "Timer", "ForkedLoopError",
+    "Socket", "Timer", "PeriodicTimer", "ForkedLoopError",
+    "Connection", "Channel", "Listener", "DatagramSocket", "listen", "connect",
+    "Framer", "FrameError", "LengthPrefixed", "Lines", "add_periodic_timer", "next_tick",
     "event_loop", "stop", "add_timer", "add_other_fds", "remove_other_fd", "other_fds",
     "set_loop_timeout", "set_post_loop_callback", "set_error_handler", "descriptor_map",
     "watched_sockets", "to_close", "reset", "poller_name", "have_epoll", "loop_passes",

@@ -113,3 +113,45 @@ def delay_to_ms(delay: float) -> int:
     if delay <= 0:
         return 0
     return min(int(math.ceil(delay * 1000)), 2**31 - 1)
+
+
+class PeriodicTimer:
+    """Runs ``callback()`` every ``interval`` seconds until cancelled; the
+    schedule does not drift (a late run does not delay the next), and runs
+    missed while the loop was busy are skipped, not bunched up."""
+
+    __slots__ = ("interval", "callback", "_next", "_timer", "_add")
+
+    def __init__(self, interval: float, callback: Callable[[], object], add) -> None:
+        if not interval > 0:
+            raise ValueError(f"danga: a periodic timer needs an interval > 0 seconds, got {interval!r}")
+        self.interval = float(interval)
+        self.callback: Optional[Callable[[], object]] = callback
+        self._add = add  # the loop's add_timer
+        self._timer: Optional[Timer] = add(self.interval, self._fire)
+        self._next = self._timer.when
+
+    def _fire(self) -> None:
+        cb = self.callback
+        if cb is None:
+            return
+        from time import monotonic
+
+        now = monotonic()
+        nxt = self._next + self.interval
+        if nxt <= now:  # fell behind: skip the missed runs
+            nxt = now + self.interval - (now - self._next) % self.interval
+        self._next = nxt
+        self._timer = self._add(max(0.0, nxt - now), self._fire)
+        cb()
+
+    @property
+    def active(self) -> bool:
+        return self.callback is not None
+
+    def cancel(self) -> None:
+        """Stop it; it will not run again."""
+        self.callback = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -87,3 +87,12 @@ def pattern(n, seed=0):
 
 class Plain(danga.Socket):
     """A Socket subclass with a __dict__, so tests can set handlers on it."""
+
+
+def shutdown(*objs):
+    """Close ``objs``, let the peers see EOF and close, then close listeners."""
+    for o in objs:
+        o.close()
+    run(lambda: all(s.closed for s in list(danga.descriptor_map().values()) if not isinstance(s, danga.Listener)))
+    for s in list(danga.descriptor_map().values()):
+        s.close()

@@ -1,0 +1,141 @@
+"""URL-addressed endpoints, as packeteer names them.
+
+``parse(url)`` turns a URL into an ``Address``: which socket family and type
+to make and where to bind or connect.  Nothing here opens a descriptor.
+
+=====================  =====================================================
+``tcp://host:port``     TCP; ``tcp4://``/``tcp6://`` pin the family; IPv6
+                        literals as ``[::1]``; port 0 lets a listener pick
+``udp://host:port``     UDP datagrams (``udp4://``, ``udp6://``)
+``local:///path``       AF_UNIX stream; ``local://@name`` Linux abstract
+                        namespace; ``?type=dgram`` for datagrams
+``fifo:///path``        POSIX named pipe (created if missing)
+``anon:``               an in-process pair: socketpair, or ``?type=pipe``
+``fd://N``              an existing descriptor (``fd://0`` is stdin)
+=====================  =====================================================
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+from urllib.parse import parse_qs, urlsplit
+
+SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed URL.  ``target`` is ``(host, port)`` for IP, a path (str) or
+    abstract name (bytes starting with NUL) for ``local``, a path for
+    ``fifo``, an int for ``fd``, None for ``anon``."""
+
+    url: str
+    scheme: str
+    family: int
+    type: int
+    target: Union[Tuple[str, int], str, bytes, int, None]
+    options: Tuple[Tuple[str, str], ...] = ()
+
+    def option(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        for k, v in self.options:
+            if k == name:
+                return v
+        return default
+
+
+def _bad(url: str, what: str) -> ValueError:
+    return ValueError(f"danga: bad URL {url!r}: {what}")
+
+
+def parse(url: str) -> Address:
+    """Parse ``url``; raise ValueError naming the URL and the part that is wrong."""
+    if not isinstance(url, str):
+        raise TypeError(f"danga: an address is a URL string, got {type(url).__name__}")
+    scheme, sep, _ = url.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(
+            f"danga: unsupported scheme {scheme!r} in {url!r}; supported: " + ", ".join(s + ":" for s in SCHEMES)
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # urllib's own complaint, e.g. "Invalid IPv6 URL"
+        raise _bad(url, "unclosed '[' in IPv6 host" if "IPv6" in str(e) else str(e)) from None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    options = tuple((k, v[-1]) for k, v in sorted(query.items()))
+    kind = dict(options).get("type", "")
+    if scheme in ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"):
+        return _parse_ip(url, parts, scheme, options)
+    if scheme == "local":
+        if kind not in ("", "stream", "dgram"):
+            raise _bad(url, f"type={kind!r} (use stream or dgram)")
+        stype = socket.SOCK_DGRAM if kind == "dgram" else socket.SOCK_STREAM
+        if parts.netloc.startswith("@"):
+            name = parts.netloc[1:] + parts.path
+            if not name:
+                raise _bad(url, "empty abstract socket name after '@'")
+            return Address(url, scheme, socket.AF_UNIX, stype, b"\0" + name.encode(), options)
+        if parts.netloc:
+            raise _bad(url, f"host part {parts.netloc!r}: use local:///absolute/path or local://@abstract")
+        if not parts.path:
+            raise _bad(url, "no socket path")
+        return Address(url, scheme, socket.AF_UNIX, stype, parts.path, options)
+    if scheme == "fifo":
+        if parts.netloc or not parts.path:
+            raise _bad(url, "use fifo:///absolute/path")
+        return Address(url, scheme, 0, 0, parts.path, options)
+    if scheme == "anon":
+        if kind not in ("", "socket", "pipe"):
+            raise _bad(url, f"type={kind!r} (use socket or pipe)")
+        return Address(url, scheme, socket.AF_UNIX, socket.SOCK_STREAM, None, options)
+    # fd://N
+    text = parts.netloc or parts.path.lstrip("/")
+    try:
+        fd = int(text)
+    except ValueError:
+        raise _bad(url, f"descriptor {text!r} is not a number") from None
+    if fd < 0:
+        raise _bad(url, f"descriptor {fd} is negative")
+    return Address(url, scheme, 0, 0, fd, options)
+
+
+def _parse_ip(url, parts, scheme, options) -> Address:
+    stype = socket.SOCK_DGRAM if scheme.startswith("udp") else socket.SOCK_STREAM
+    netloc = parts.netloc
+    if not netloc:
+        raise _bad(url, "no host:port")
+    if netloc.startswith("["):
+        host, sep, rest = netloc[1:].partition("]")
+        if not sep:
+            raise _bad(url, "unclosed '[' in IPv6 host")
+        if not rest.startswith(":"):
+            raise _bad(url, "no port after the IPv6 host")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = netloc.rpartition(":")
+        if not sep:
+            raise _bad(url, "no port (use host:port)")
+        if ":" in host:
+            raise _bad(url, f"IPv6 host {host!r} must be written in brackets, e.g. [::1]")
+    if not host:
+        raise _bad(url, "empty host")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise _bad(url, f"port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise _bad(url, f"port {port} is out of range 0-65535")
+    family = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(scheme[-1], socket.AF_UNSPEC)
+    return Address(url, scheme, family, stype, (host, port), options)
+
+
+def resolve(addr: Address, passive: bool) -> Tuple[int, tuple]:
+    """(family, sockaddr) for an IP address, resolving host names (blocking)."""
+    host, port = addr.target  # type: ignore[misc]
+    try:
+        infos = socket.getaddrinfo(host, port, addr.family, addr.type, 0, socket.AI_PASSIVE if passive else 0)
+    except socket.gaierror as e:
+        raise OSError(e.errno, f"danga: cannot resolve host {host!r} in {addr.url!r}: {e.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
