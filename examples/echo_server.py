@@ -5,53 +5,30 @@
 Serves until interrupted (Ctrl-C).  Try it with ``nc 127.0.0.1 7000``.
 """
 import argparse
-import socket
 
 import danga
 
 
 class Echo(danga.Socket):
     def __init__(self, sock):
-        super().__init__(sock)
+        super().__init__(sock)  # registers it, makes it non-blocking
         self.watch_read(True)
 
     def event_read(self):
-        data = self.read(65536)
+        data = self.read(65536)  # bytes; b"" if nothing yet; None at EOF
         if data is None:
             self.close("eof")
         elif data:
-            self.write(data)
-
-
-class Listener(danga.Socket):
-    """Accepts connections and hands each to Echo."""
-
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.watch_read(True)
-
-    def event_read(self):
-        for _ in range(64):  # bounded, so a busy listener cannot starve the rest
-            try:
-                conn, _addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # ECONNABORTED, EMFILE...: keep serving
-                danga.socket.log.warning("accept failed: %s", e)
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Echo(conn)
+            self.write(data)  # sent now, or queued and flushed for you
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description="danga echo server")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7000)
     args = ap.parse_args()
-    sock = socket.create_server((args.host, args.port), backlog=1024)
-    Listener(sock)
-    host, port = sock.getsockname()[:2]
-    print(f"echo server ({danga.poller_name()}) listening on {host}:{port}", flush=True)
+    listener = danga.listen(f"tcp://{args.host}:{args.port}", Echo)
+    print(f"echo server ({danga.poller_name()}) listening on {listener.local_addr_string()}", flush=True)
     try:
         danga.event_loop()
     except KeyboardInterrupt:
