@@ -100,7 +100,7 @@ class Connection(Socket):
         self.max_idle_time = seconds  # shadows the class attribute for this connection
         if seconds:
             self._idle_since(_loop._current.now)
-            _loop._current._ensure_idle_sweep(seconds)
+            _loop._current._track_idle(self)
 
     @property
     def peer(self) -> Optional[Tuple[Any, ...]]:

@@ -56,6 +56,7 @@ from __future__ import annotations
 import logging
 import os
 import socket as _socket
+import weakref
 from time import monotonic
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
@@ -103,6 +104,7 @@ class Loop:
         self._stop = False
         self._forked_from = 0
         self._idle_timer: Optional[Timer] = None
+        self._idle_tracked: "weakref.WeakSet[Socket]" = weakref.WeakSet()
         self.passes = 0
 
     # -- the poller ---------------------------------------------------------
@@ -152,6 +154,8 @@ class Loop:
 
     def _release(self, obj: "Socket", sock: _socket.socket, steal: bool = False) -> None:
         """``close()``/``steal_socket()``: unregister now; close now or at the end of the pass."""
+        if self._idle_tracked:
+            self._untrack_idle(obj)
         self._plc.pop(obj, None)
         self._push_back.pop(obj, None)
         fd = obj.fd
@@ -200,10 +204,10 @@ class Loop:
                         if obj is None or (fresh and fd in fresh):
                             self._unowned_event(fd, mask)
                             continue
-                        if obj.closed:
-                            continue
                         try:
-                            if mask == READ:
+                            if obj.closed:
+                                obj._event_after_close(mask)
+                            elif mask == READ:
                                 obj.event_read()
                             else:
                                 obj._dispatch(mask)
@@ -387,6 +391,18 @@ class Loop:
 
     # -- idle sweep -------------------------------------------------------------
 
+    def _track_idle(self, obj: "Socket") -> None:
+        """``obj`` has a ``max_idle_time``: make sure the sweep runs."""
+        self._idle_tracked.add(obj)
+        self._ensure_idle_sweep(obj.max_idle_time)
+
+    def _untrack_idle(self, obj: "Socket") -> None:
+        tracked = self._idle_tracked
+        tracked.discard(obj)
+        if not tracked and self._idle_timer is not None:
+            self._idle_timer.cancel()  # nobody left to sweep: no timer left behind
+            self._idle_timer = None
+
     def _ensure_idle_sweep(self, max_idle: float) -> None:
         interval = min(IDLE_SWEEP_INTERVAL, max(0.01, max_idle / 4))
         t = self._idle_timer
@@ -401,7 +417,7 @@ class Loop:
         self._idle_timer = None
         now = self.now
         shortest = 0.0
-        for obj in list(self.descriptor_map.values()):
+        for obj in list(self._idle_tracked):
             limit = obj.max_idle_time
             if not limit or obj.closed:
                 continue

@@ -47,6 +47,7 @@ _EOF = 1  # read() has seen EOF or a read error
 _AUTO_WRITE = 2  # the library, not the user, turned write interest on
 _PAUSED = 8  # event_write_paused() was called, event_write_resumed() not yet
 _CONNECTING = 16  # a non-blocking connect is in progress
+_LINGER = 32  # closed for the user, still flushing after the peer's EOF
 
 _CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() leaves its fast path
 
@@ -81,6 +82,9 @@ class Socket:
 
     Class attributes a subclass may override:
 
+    * ``flush_on_eof_close``/``close_linger``: after the peer half-closed,
+      ``close()`` still sends what is queued, for up to ``close_linger``
+      seconds (True / 30 s); see ``close()``.
     * ``max_idle_time``: seconds without data moving before the socket is
       closed with reason ``"idle_timeout"`` (0, the default, never).
     * ``write_high_water``/``write_low_water``: queued bytes above which
@@ -97,6 +101,8 @@ class Socket:
     write_high_water: int = 64 * 1024
     write_low_water: int = 16 * 1024
     write_buffer_limit: Optional[int] = 64 * 1024 * 1024
+    flush_on_eof_close: bool = True
+    close_linger: float = 30.0
 
     def __init__(self, sock: _socket.socket) -> None:
         try:
@@ -121,7 +127,7 @@ class Socket:
         loop._add(self)
         if self.max_idle_time:
             self._extras().idle_since = loop.now
-            loop._ensure_idle_sweep(self.max_idle_time)
+            loop._track_idle(self)
 
     def _extras(self) -> _Extras:
         x = self._x
@@ -317,7 +323,7 @@ class Socket:
                 wq.popleft()
                 self.write_buf_size -= 1
                 head()
-                if self.closed:
+                if self._wq is not wq:  # the callable closed the socket
                     return True
                 continue
             bufs = []
@@ -374,7 +380,12 @@ class Socket:
         name = errno.errorcode.get(e.errno or 0, "")
         reason = name if name in ("EPIPE", "ECONNRESET") else f"write_error: {name or e}"
         self.write_buf_size = max(self.write_buf_size, unsent)
-        self.close(reason)
+        if self._state & _LINGER:
+            self._finish_close()  # already closed for the user; the peer is gone
+        else:
+            self._state |= _EOF
+            self._extras().read_error = reason  # no lingering after a write error
+            self.close(reason)
         return False
 
     def on_incomplete_write(self) -> None:
@@ -546,8 +557,15 @@ class Socket:
     # -- closing ----------------------------------------------------------------------
 
     def close(self, reason: str = "") -> None:
-        """Close the socket; idempotent.  Queued data is dropped: how many
-        bytes is kept in ``unsent`` and the reason in ``close_reason``.
+        """Close the socket; idempotent.  Afterwards ``closed`` is True,
+        ``close_reason`` holds ``reason``, ``write`` sends nothing and
+        ``read`` returns None.
+
+        Queued data is dropped (``unsent`` says how many bytes), except after
+        the peer half-closed: when ``read()`` has seen a clean EOF and writes
+        are still queued, the library keeps sending them, and releases the
+        socket once they are out, or after ``close_linger`` seconds, or when
+        the peer goes away (``flush_on_eof_close = False`` turns this off).
 
         During event dispatch the descriptor itself is released at the end of
         the loop pass (so its number cannot be reused within the batch);
@@ -557,26 +575,15 @@ class Socket:
         self.closed = True
         x = self._extras()
         x.close_reason = reason
-        x.unsent = self.write_buf_size
+        self._pb = b""
         if x.deadline is not None:
             x.deadline.cancel()
             x.deadline = None
-        if x.unsent:
-            log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), reason, x.unsent)
-        self._wq = _CLOSED
-        self._pb = b""
-        self._woff = 0
-        self.write_buf_size = 0
-        sock, self.sock = self.sock, None
-        if x.corked and sock is not None:
-            try:
-                _set_cork(sock, False)  # push out what the cork holds
-            except OSError:
-                pass
-        if x.connect_timer is not None:
-            x.connect_timer.cancel()
-            x.connect_timer = None
-        _loop._current._release(self, sock)
+        if (self._state & _EOF and self._wq and x.read_error is None and self.flush_on_eof_close
+                and not self._state & _CONNECTING):
+            self._linger()
+        else:
+            self._finish_close()
         if x.on_close:
             watchers, x.on_close = x.on_close, None
             for cb in watchers:
@@ -585,9 +592,62 @@ class Socket:
                 except Exception as exc:
                     _loop._current._callback_failed(None, exc, "close watcher")
 
+    def _linger(self) -> None:
+        """Closed for the user, but still sending what the peer is waiting for."""
+        self._state |= _LINGER
+        self._set_mask(WRITE)
+        self._extras().deadline = _loop._current.add_timer(self.close_linger, self._linger_expired)
+
+    def _linger_expired(self) -> None:
+        self._extras().deadline = None
+        if self._state & _LINGER:
+            log.info("danga: %s: gave up sending %d bytes after %gs", self.as_string(), self.write_buf_size,
+                     self.close_linger)
+            self._finish_close()
+
+    def _event_after_close(self, mask: int) -> None:
+        """An event for a closed socket: only a lingering one wants it."""
+        if not self._state & _LINGER:
+            return
+        if mask & (ERR | HUP) and not mask & WRITE:
+            self._finish_close()
+            return
+        if self._flush() and self._state & _LINGER:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        """Release the descriptor (now, or at the end of the pass)."""
+        x = self._extras()
+        self._state &= ~_LINGER
+        if x.deadline is not None:
+            x.deadline.cancel()
+            x.deadline = None
+        x.unsent = self.write_buf_size
+        if x.unsent:
+            log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), x.close_reason, x.unsent)
+        self._wq = _CLOSED
+        self._woff = 0
+        self.write_buf_size = 0
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if x.corked:
+            try:
+                _set_cork(sock, False)  # push out what the cork holds
+            except OSError:
+                pass
+        if x.connect_timer is not None:
+            x.connect_timer.cancel()
+            x.connect_timer = None
+        _loop._current._release(self, sock)
+
+    @property
+    def lingering(self) -> bool:
+        """True while a closed socket is still sending queued data."""
+        return bool(self._state & _LINGER)
+
     def add_close_watcher(self, cb: Callable[["Socket", str], object]) -> None:
-        """Call ``cb(socket, reason)`` once, when this socket closes (listeners
-        count their connections and channels drop members this way)."""
+        """Call ``cb(socket, reason)`` once, when this socket is closed."""
         if self.closed:
             cb(self, self.close_reason or "")
             return
