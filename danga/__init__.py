@@ -15,7 +15,11 @@ from .connection import Connection
 from .framing import Framer, FrameError, LengthPrefixed, Lines
 from .loop import ForkedLoopError, PostLoopCallback
 from .pollers import ERR, HUP, READ, WRITE
+from . import workers
+from .prefork import serve
+from .signals import add_signal_handler, remove_signal_handler
 from .socket import Socket
+from .threads import defer, set_thread_pool_size
 from .timers import PeriodicTimer, Timer
 from .transports import DatagramSocket, Listener, connect, listen
 
@@ -116,10 +120,17 @@ def to_close() -> List[object]:
     return [sock for _, sock in _loop._current._to_close]
 
 
-def reset() -> None:
-    """Forget all loop state (sockets are forgotten, not closed).  Call it
-    first in a forked child, which may not use the parent's loop."""
-    _loop.reset()
+def reset(close_inherited: bool = False) -> None:
+    """Forget all loop state (sockets are forgotten, not closed, unless
+    ``close_inherited``).  Call it first in a forked child, which may not use
+    the parent's loop."""
+    _loop.reset(close_inherited)
+
+
+def call_from_thread(callback: Callable[[], object]) -> None:
+    """Run ``callback()`` on the loop's thread in its next pass.  The one
+    danga call that is safe from another thread."""
+    _loop._current.call_from_thread(callback)
 
 
 def poller_name() -> str:
@@ -183,6 +194,7 @@ __all__ = [
     "Socket", "Timer", "PeriodicTimer", "ForkedLoopError",
     "Connection", "Channel", "Listener", "DatagramSocket", "listen", "connect",
     "Framer", "FrameError", "LengthPrefixed", "Lines", "add_periodic_timer", "next_tick",
+    "defer", "set_thread_pool_size", "serve", "workers", "call_from_thread", "add_signal_handler", "remove_signal_handler",
     "event_loop", "stop", "add_timer", "add_other_fds", "remove_other_fd", "other_fds",
     "set_loop_timeout", "set_post_loop_callback", "set_error_handler", "descriptor_map",
     "watched_sockets", "to_close", "reset", "poller_name", "have_epoll", "loop_passes",

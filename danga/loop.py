@@ -58,7 +58,8 @@ import os
 import socket as _socket
 import weakref
 from time import monotonic
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import pollers
 from .pollers import ERR, HUP, READ, WRITE
@@ -104,6 +105,13 @@ class Loop:
         self._stop = False
         self._forked_from = 0
         self._idle_timer: Optional[Timer] = None
+        # cross-thread wake-up: a pipe the loop watches, and callables to run
+        self._wake_r = self._wake_w = -1
+        self._ready: Deque[Callable[[], object]] = deque()
+        self._wake_pending = False
+        self.signals: Any = None  # danga.signals.Signals, made on first use
+        self.executor: Any = None  # the defer() thread pool, made on first use
+        self.executor_size = 4
         self._idle_tracked: "weakref.WeakSet[Socket]" = weakref.WeakSet()
         self.passes = 0
 
@@ -116,7 +124,36 @@ class Loop:
         p = self._poller
         if p is None:
             p = self._poller = pollers.create()
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._wake_r, self._wake_w = r, w
+            p.register(r, READ)
         return p
+
+    # -- other threads -------------------------------------------------------------
+
+    def call_from_thread(self, cb: Callable[[], object]) -> None:
+        """Run ``cb()`` on the loop's thread in its next pass; safe from any thread."""
+        self._ready.append(cb)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # already full of wake-ups, or the loop is gone
+
+    def _run_ready(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake_pending = False
+        ready = self._ready
+        while ready:
+            cb = ready.popleft()
+            try:
+                cb()
+            except Exception as exc:
+                self._callback_failed(None, exc, f"callback {cb!r} from another thread")
 
     def _fork_error(self) -> None:
         raise ForkedLoopError(
@@ -189,6 +226,8 @@ class Loop:
         if self._running:
             raise RuntimeError("danga: event_loop() is already running")
         poller = self.poller()
+        if self._ready:  # handed over before the loop could be woken
+            self._run_ready()
         self._running = True
         dmap_get = self.descriptor_map.get
         fresh = self._fresh
@@ -225,6 +264,9 @@ class Loop:
             self._stop = False
 
     def _unowned_event(self, fd: int, mask: int) -> None:
+        if fd == self._wake_r:
+            self._run_ready()
+            return
         if fd in self._fresh:
             return  # a stale event for the fd's previous owner
         cb = self.other_fds.get(fd)
@@ -441,9 +483,29 @@ class Loop:
         self._plc.clear()
         self.descriptor_map.clear()
         self.other_fds.clear()
+        self._ready.clear()
+        if self.signals is not None:
+            self.signals.close(in_child=bool(self._forked_from))
+            self.signals = None
+        if self.executor is not None:
+            if not self._forked_from:  # a child has none of the pool's threads
+                self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
         p, self._poller = self._poller, None
         if p is not None:
             p.close()  # closes only this process's reference to an epoll fd
+
+    def close_inherited(self) -> None:
+        """In a forked child: close the raw sockets the parent's loop held
+        (no hooks run, nothing is unregistered from the shared epoll set)."""
+        for obj in list(self.descriptor_map.values()):
+            sock = obj.sock
+            if sock is not None:
+                sock.close()
 
 
 _current = Loop()
@@ -454,16 +516,24 @@ def current() -> Loop:
     return _current
 
 
-def reset() -> None:
+def reset(close_inherited: bool = False) -> None:
     """Forget all loop state and start afresh (Danga's ``Reset``); call it
-    first thing in a forked child.  Sockets are forgotten, not closed."""
+    first thing in a forked child.  Sockets are forgotten, not closed, unless
+    ``close_inherited`` (a child that serves nothing of its parent's should
+    close them, or the parent's clients never see their connections end)."""
     global _current
     old = _current
     _current = Loop()
+    if close_inherited:
+        old.close_inherited()
     old._discard()
 
 
 def _after_fork_in_child() -> None:
+    if _current.signals is not None:
+        # Signals in the child must not wake (or stop) the parent's loop.
+        _current.signals.close(in_child=True)
+        _current.signals = None
     _current._forked_from = _current._forked_from or _parent_pid
     # A loop that never made a poller holds nothing of the parent's.
     if _current._poller is None and not _current.descriptor_map and not len(_current.timers):

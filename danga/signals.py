@@ -1,0 +1,99 @@
+"""Signal handlers that run inside a normal loop pass.
+
+``add_signal_handler(signum, callback)`` installs a Python-level handler
+that does nothing itself; the interpreter's C handler writes the signal
+number to a wake-up pipe (``signal.set_wakeup_fd``) that the loop watches,
+so a signal that arrives just before the loop sleeps still wakes it, and the
+callbacks run on the loop's thread between events, where touching sockets
+is safe.  A forked child forgets all of this (the pipe is shared with the
+parent: a signal to the child must never reach the parent's loop).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Callable, Dict, List
+
+from . import loop as _loop
+
+log = logging.getLogger("danga")
+
+
+class Signals:
+    """The loop's signal state: the pipe, the handlers, what they replaced."""
+
+    def __init__(self, loop: "_loop.Loop") -> None:
+        self.loop = loop
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.callbacks: Dict[int, List[Callable[[int], object]]] = {}
+        self.previous: Dict[int, object] = {}
+        self.previous_wakeup = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
+        loop.add_other_fds({self.r: self._readable})
+
+    def add(self, signum: int, callback: Callable[[int], object]) -> None:
+        if signum not in self.callbacks:
+            self.previous[signum] = signal.signal(signum, _noop)
+            self.callbacks[signum] = []
+        self.callbacks[signum].append(callback)
+
+    def remove(self, signum: int) -> bool:
+        if signum not in self.callbacks:
+            return False
+        del self.callbacks[signum]
+        signal.signal(signum, self.previous.pop(signum))
+        return True
+
+    def _readable(self, mask: int) -> None:
+        try:
+            data = os.read(self.r, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            for cb in list(self.callbacks.get(signum, ())):
+                try:
+                    cb(signum)
+                except Exception as exc:
+                    self.loop._callback_failed(None, exc, f"signal handler for {signal.Signals(signum).name}")
+
+    def close(self, in_child: bool = False) -> None:
+        """Undo everything; in a forked child, without touching the parent's
+        registrations (the child's copies of the pipe are simply closed)."""
+        try:
+            signal.set_wakeup_fd(-1 if in_child else self.previous_wakeup)
+        except ValueError:
+            pass  # not the main thread
+        for signum in list(self.callbacks):
+            try:
+                signal.signal(signum, signal.SIG_DFL if in_child else self.previous.get(signum, signal.SIG_DFL))
+            except ValueError:
+                pass
+        self.callbacks.clear()
+        if not in_child:
+            self.loop.remove_other_fd(self.r)
+        else:
+            self.loop.other_fds.pop(self.r, None)
+        os.close(self.r)
+        os.close(self.w)
+
+
+def _noop(signum, frame) -> None:
+    """The Python-level handler: the work happens in the loop pass."""
+
+
+def add_signal_handler(signum: int, callback: Callable[[int], object]) -> None:
+    """Run ``callback(signum)`` on the loop's thread, in a loop pass, when
+    ``signum`` arrives.  Must be called from the main thread.  The first
+    handler for a signal replaces Python's (for SIGINT that means no
+    KeyboardInterrupt; call ``danga.stop()`` from it instead)."""
+    loop = _loop._current
+    if loop.signals is None:
+        loop.poller()
+        loop.signals = Signals(loop)
+    loop.signals.add(signal.Signals(signum), callback)
+
+
+def remove_signal_handler(signum: int) -> bool:
+    """Remove the handlers for ``signum`` and restore the previous one."""
+    loop = _loop._current
+    return loop.signals.remove(signum) if loop.signals is not None else False

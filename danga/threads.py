@@ -1,0 +1,51 @@
+"""``defer()``: blocking work on a thread pool, results on the loop's thread.
+
+The pool is the standard library's ``ThreadPoolExecutor`` with a size the
+user sets (``set_thread_pool_size``, 4 by default) and never grows beyond.
+A finished call is handed back through ``Loop.call_from_thread``, a pipe the
+loop watches, so ``callback``/``errback`` always run on the loop's thread,
+never on a pool thread.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+from . import loop as _loop
+
+
+def set_thread_pool_size(size: int) -> None:
+    """Threads for ``defer()``; takes effect for a pool not yet started."""
+    if size < 1:
+        raise ValueError(f"danga: the thread pool needs at least 1 thread, got {size}")
+    loop = _loop._current
+    if loop.executor is not None:
+        raise RuntimeError("danga: the thread pool is already running; set its size before the first defer()")
+    loop.executor_size = int(size)
+
+
+def defer(fn: Callable[..., Any], *args: Any, callback: Optional[Callable[[Any], object]] = None,
+          errback: Optional[Callable[[BaseException], object]] = None) -> Future:
+    """Run ``fn(*args)`` on the pool; then ``callback(result)`` or
+    ``errback(exception)`` on the loop's thread.  An exception with no
+    errback goes to the loop's error handling (logged).  Returns the Future."""
+    loop = _loop._current
+    loop.poller()  # the wake-up pipe exists from here on
+    if loop.executor is None:
+        loop.executor = ThreadPoolExecutor(max_workers=loop.executor_size, thread_name_prefix="danga-defer")
+    future = loop.executor.submit(fn, *args)
+
+    def deliver() -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            if callback is not None:
+                callback(future.result())
+        elif errback is not None:
+            errback(exc)
+        else:
+            loop._callback_failed(None, exc, f"deferred call {fn!r}")  # type: ignore[arg-type]
+
+    future.add_done_callback(lambda _f: loop.call_from_thread(deliver))
+    return future
