@@ -1,6 +1,6 @@
 /* loadgen: a closed-loop echo load generator for bench/run.py.
  *
- *   loadgen HOST PORT CONNS SIZE INFLIGHT SECONDS WARMUP IDLE SERVER_PID
+ *   loadgen HOST PORT CONNS SIZE INFLIGHT SECONDS WARMUP IDLE SERVER_PID[,PID...]
  *
  * Opens IDLE connections that never send, then CONNS active ones.  Each
  * active connection keeps INFLIGHT messages of SIZE bytes outstanding: when
@@ -52,7 +52,7 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int cpu_ticks(int pid, long *ut, long *st) {
+static int cpu_ticks_one(int pid, long *ut, long *st) {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
@@ -67,6 +67,19 @@ static int cpu_ticks(int pid, long *ut, long *st) {
     for (p++; *p && field < 14; p++)
         if (*p == ' ') field++;
     return sscanf(p, "%ld %ld", ut, st) == 2 ? 0 : -1;
+}
+
+/* SERVER_PID may be a comma-separated list (a pre-forked server): sum them */
+static int cpu_ticks(const char *pids, long *ut, long *st) {
+    *ut = *st = 0;
+    const char *p = pids;
+    while (*p) {
+        long u = 0, s = 0;
+        if (cpu_ticks_one(atoi(p), &u, &s) == 0) { *ut += u; *st += s; }
+        while (*p && *p != ',') p++;
+        if (*p == ',') p++;
+    }
+    return 0;
 }
 
 static long rss_kib(int pid) {
@@ -141,6 +154,7 @@ int main(int argc, char **argv) {
     INFLIGHT = atoi(argv[5]);
     double seconds = atof(argv[6]), warmup = atof(argv[7]);
     int idle = atoi(argv[8]), spid = atoi(argv[9]);
+    const char *spids = argv[9];
 
     struct rlimit rl = {65536, 65536};
     setrlimit(RLIMIT_NOFILE, &rl);
@@ -187,12 +201,12 @@ int main(int argc, char **argv) {
         double tn = now();
         if (!measuring && tn >= t_measure) {
             measuring = 1;
-            cpu_ticks(spid, &ut0, &st0);
+            cpu_ticks(spids, &ut0, &st0);
             m0 = now();
             msgs = bytes_in = 0;
         }
         if (measuring && tn >= t_end) {
-            cpu_ticks(spid, &ut1, &st1);
+            cpu_ticks(spids, &ut1, &st1);
             m1 = now();
             break;
         }

@@ -43,6 +43,8 @@ def has_module(name: str) -> bool:
 
 
 # name -> (command with {port}, extra environment, why it is unavailable or None)
+# A name ending in "-2proc" is a pre-forked server: it is not pinned, and the
+# CPU time of all its processes is counted.
 def servers() -> dict:
     echo = str(ROOT / "examples" / "echo_server.py")
     s = HERE / "servers"
@@ -50,6 +52,7 @@ def servers() -> dict:
         "c-epoll": ([str(OUT / "echo_c"), "{port}"], {}, None),
         "danga-epoll": ([PY, echo, "--port", "{port}"], {"DANGA_POLLER": "epoll"}, None),
         "danga-poll": ([PY, echo, "--port", "{port}"], {"DANGA_POLLER": "poll"}, None),
+        "danga-serve-2proc": ([PY, str(s / "danga_serve_echo.py"), "--port", "{port}", "--processes", "2"], {}, None),
         "stdlib-epoll": ([PY, str(s / "stdlib_epoll_echo.py"), "--port", "{port}"], {}, None),
         "uvloop": (
             [PY, str(s / "asyncio_echo.py"), "--uvloop", "--port", "{port}"],
@@ -89,12 +92,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pin(cpu: int):
+def children(pid: int) -> list:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def pin(cpu):
+    """Raise the descriptor limit, and pin to ``cpu`` (None: do not pin)."""
+
     def pre() -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        if len(os.sched_getaffinity(0)) > 1:
+        if cpu is not None and len(os.sched_getaffinity(0)) > 1:
             os.sched_setaffinity(0, {cpu})
 
     return pre
@@ -103,25 +115,37 @@ def pin(cpu: int):
 def run_one(cmd: list, env: dict, scenario: tuple, seconds: float, warmup: float) -> dict:
     port = free_port()
     argv = [a.replace("{port}", str(port)) for a in cmd]
+    multi = cmd is not None and any("--processes" in a for a in cmd)
     srv = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env}, preexec_fn=pin(0), text=True
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env},
+        preexec_fn=pin(None) if multi else pin(0), text=True,
     )
     try:
         line = srv.stdout.readline()
         if "listening" not in line:
             raise RuntimeError(f"{argv[0]} did not start: {line!r} {srv.stderr.read()[:2000]}")
+        pids = [srv.pid]
+        if multi:
+            deadline = time.monotonic() + 10
+            while len(pids) < 3 and time.monotonic() < deadline:
+                pids = [srv.pid] + children(srv.pid)
+                time.sleep(0.02)
         conns, size, inflight, idle = scenario
         lg = subprocess.run(
             [str(OUT / "loadgen"), "127.0.0.1", str(port), str(conns), str(size), str(inflight),
-             str(seconds), str(warmup), str(idle), str(srv.pid)],
-            capture_output=True, text=True, preexec_fn=pin(1), timeout=seconds + warmup + 120,
+             str(seconds), str(warmup), str(idle), ",".join(map(str, pids))],
+            capture_output=True, text=True, preexec_fn=pin(None if multi else 1), timeout=seconds + warmup + 120,
         )
         if lg.returncode != 0:
             raise RuntimeError(f"loadgen failed: {lg.stderr[:2000]}")
         r = json.loads(lg.stdout)
     finally:
-        srv.kill()
-        srv.wait()
+        srv.terminate()
+        try:
+            srv.wait(10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
     n = max(r["msgs"], 1)
     r["user_us"] = r["server_user_s"] / n * 1e6
     r["sys_us"] = r["server_sys_s"] / n * 1e6
@@ -209,6 +233,8 @@ def write_report(path: Path, names, scen, results, args, skipped, all_servers) -
         "",
         "**CPU µs/msg** is the server's user+sys CPU time per echoed message; **× C** is its ratio to the",
         "single-threaded C epoll echo measured in the same round (lower is better, 1.00 is the floor).",
+        "`danga-serve-2proc` is `danga.serve()` with two processes, unpinned, sharing the two CPUs with the",
+        "load generator: its row shows throughput across processes, and its CPU figure sums all of them.",
         "",
     ]
     for n in skipped:

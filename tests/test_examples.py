@@ -134,3 +134,22 @@ def test_unix_echo_example(tmp_path):
             assert c.recv(100) == b"over unix"
     finally:
         stop(proc)
+
+
+def test_worker_server_offloads_and_keeps_answering():
+    proc, port = start("worker_server.py", "--workers", "2")
+    try:
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        fast = socket.create_connection(("127.0.0.1", port), timeout=30)
+        fs, ff = slow.makefile("r"), fast.makefile("r")
+        slow.sendall(b"primes 3000000\n")
+        fast.sendall(b"ping\n")  # answered while a worker computes
+        assert ff.readline() == "pong\n"
+        assert fs.readline() == "216816\n"
+        fast.sendall(b"primes 100\nbogus\n")  # the error is immediate, the count comes from a worker
+        answers = sorted([ff.readline(), ff.readline()])
+        assert answers[0] == "25\n" and answers[1].startswith("error:")
+        for f in (fs, ff, slow, fast):
+            f.close()
+    finally:
+        stop(proc)
