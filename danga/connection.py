@@ -13,6 +13,7 @@ framing error closes the connection with reason ``"frame_error: ..."``.
 from __future__ import annotations
 
 import itertools
+from time import monotonic
 from typing import Any, Optional, Tuple
 
 from . import loop as _loop
@@ -99,7 +100,7 @@ class Connection(Socket):
         moving (checked by the loop's one idle sweep); 0 turns it off."""
         self.max_idle_time = seconds  # shadows the class attribute for this connection
         if seconds:
-            self._idle_since(_loop._current.now)
+            self._idle_since(monotonic())
             _loop._current._track_idle(self)
 
     @property

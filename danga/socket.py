@@ -31,6 +31,7 @@ import errno
 import logging
 import socket as _socket
 from collections import deque
+from time import monotonic
 from typing import Any, Callable, Deque, Optional, Union
 
 from . import loop as _loop
@@ -126,7 +127,7 @@ class Socket:
         loop = _loop._current
         loop._add(self)
         if self.max_idle_time:
-            self._extras().idle_since = loop.now
+            self._extras().idle_since = monotonic()  # not loop.now: that is when the pass began
             loop._track_idle(self)
 
     def _extras(self) -> _Extras:

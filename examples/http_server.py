@@ -1,0 +1,332 @@
+"""A Perlbal-style web server and reverse proxy on danga.
+
+    python examples/http_server.py --port 8080 --root ./public
+    python examples/http_server.py --port 8080 --proxy-to 127.0.0.1:8001,127.0.0.1:8002
+
+Static files: GET and HEAD, keep-alive and pipelining, Content-Length, single
+byte ranges (206/416), 400/403/404/405/413/414/431 answers, no path that
+resolves outside the root (``..``, symlinks), a directory served by its
+index.html or refused.  Files over 32 KiB go out with os.sendfile (smaller
+ones in the same write as the headers: fewer syscalls, one TCP segment).
+
+Reverse proxy: round-robin over the backends, one backend connection per
+request (HTTP/1.0 with Connection: close, as Perlbal speaks to backends),
+the response streamed back with back-pressure (the backend is not read
+while the client is more than 256 KiB behind), 502 when a backend fails.
+Idle clients are closed after --idle-timeout seconds.
+"""
+import argparse
+import itertools
+import mimetypes
+import os
+import stat
+from collections import deque
+from email.utils import formatdate
+from urllib.parse import unquote, urlsplit
+
+import danga
+from httpparse import HttpError, RequestParser, parse_response_head
+
+SMALL_FILE = 32 * 1024
+BEHIND = 256 * 1024
+HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding"}
+REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large", 414: "URI Too Long",
+           416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}
+
+config = {"root": None, "backends": None}
+
+
+def head(status, headers, keep_alive, server=True):
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}"] + (["Server: danga-http"] if server else [])
+    lines += [f"{k}: {v}" for k, v in headers]
+    lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def byte_range(spec, size):
+    """(start, end) for a single 'bytes=' range; None for no range; 416 if unsatisfiable."""
+    if not spec or not spec.startswith("bytes=") or "," in spec:
+        return None
+    first, _, last = spec[6:].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            if n == 0:
+                raise HttpError(416, "Range Not Satisfiable")
+            return max(0, size - n), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        raise HttpError(416, "Range Not Satisfiable")
+    return start, min(end, size - 1)
+
+
+class HttpClient(danga.Socket):
+    max_idle_time = 30
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.parser = RequestParser()
+        self.pending = deque()
+        self.busy = False
+        self.sending = None  # (file fd, offset, bytes left) while sendfile runs
+        self.watch_read(True)
+
+    def event_read(self):
+        data = self.read(65536)
+        if data is None:
+            return self.close("eof")
+        try:
+            self.pending.extend(self.parser.feed(data))
+        except HttpError as e:
+            return self.refuse(e.status, keep_alive=False)
+        if len(self.pending) > 32:
+            self.watch_read(False)  # a client pipelining this far waits for answers
+        self.next_request()
+
+    def next_request(self):
+        while not self.busy and self.pending and not self.closed:
+            req = self.pending.popleft()
+            self.busy = True
+            try:
+                if config["backends"]:
+                    proxy(self, req)
+                else:
+                    self.serve_file(req)
+            except HttpError as e:
+                self.refuse(e.status, req.keep_alive)
+        if not self.pending and not self.closed and not self.watching_read:
+            self.watch_read(True)
+
+    def finished(self, keep_alive):
+        """The response is queued; go on with the next request, or close."""
+        self.busy = False
+        if not keep_alive:
+            self.write(lambda: self.close("done"))
+        else:
+            self.next_request()
+
+    def refuse(self, status, keep_alive):
+        body = f"{status} {REASONS.get(status, '')}\n".encode()
+        extra = [("Allow", "GET, HEAD")] if status == 405 else []
+        self.write(head(status, [("Content-Type", "text/plain"), ("Content-Length", len(body))] + extra,
+                        keep_alive) + body)
+        self.finished(keep_alive)
+
+    def serve_file(self, req):
+        if req.method not in ("GET", "HEAD"):
+            raise HttpError(405, "Method Not Allowed")
+        path = unquote(urlsplit(req.target).path)
+        if "\0" in path or not path.startswith("/"):
+            raise HttpError(400, "Bad Request")
+        root = config["root"]
+        full = os.path.realpath(os.path.join(root, path.lstrip("/")))
+        if full != root and not full.startswith(root + os.sep):
+            raise HttpError(403, "Forbidden")
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise HttpError(404, "Not Found") from None
+        except (PermissionError, IsADirectoryError):
+            raise HttpError(403, "Forbidden") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                fd = -1
+                index = os.path.join(full, "index.html")
+                if not os.path.isfile(index):
+                    raise HttpError(403, "Forbidden")
+                fd = os.open(index, os.O_RDONLY | os.O_CLOEXEC)
+                st = os.fstat(fd)
+                full = index
+            elif not stat.S_ISREG(st.st_mode):
+                raise HttpError(403, "Forbidden")
+            size = st.st_size
+            rng = byte_range(req.headers.get("range"), size)
+            start, end = rng if rng else (0, size - 1)
+            length = end - start + 1 if size else 0
+            headers = [("Content-Type", mimetypes.guess_type(full)[0] or "application/octet-stream"),
+                       ("Content-Length", length), ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
+                       ("Accept-Ranges", "bytes")]
+            if rng:
+                headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+            top = head(206 if rng else 200, headers, req.keep_alive)
+            if req.method == "HEAD" or length == 0:
+                self.write(top)
+            elif length <= SMALL_FILE:
+                self.write(top + os.pread(fd, length, start))
+            else:
+                self.write(top)
+                self.sending = (fd, start, length)
+                self.keep_alive_after = req.keep_alive
+                fd = -1  # now owned by the sendfile
+                self.write(self.send_file)  # once the head is out
+                return
+        except HttpError:
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self.finished(req.keep_alive)
+
+    def send_file(self):
+        fd, offset, left = self.sending
+        while left:
+            try:
+                n = os.sendfile(self.fd, fd, offset, min(left, 1 << 20))
+            except BlockingIOError:
+                self.sending = (fd, offset, left)
+                self.watch_write(True)
+                return
+            except OSError:
+                self.sending = None
+                os.close(fd)
+                return self.close("sendfile_error")
+            if n == 0:  # the file shrank under us
+                break
+            offset += n
+            left -= n
+        self.sending = None
+        os.close(fd)
+        self.watch_write(False)
+        self.finished(self.keep_alive_after)
+
+    def event_write(self):
+        if self.sending is not None and self.write_buf_size == 0:
+            self.send_file()
+        else:
+            super().event_write()
+
+    def event_write_resumed(self):
+        backend = getattr(self, "backend", None)
+        if backend is not None and not backend.closed:
+            backend.watch_read(True)
+
+    def close(self, reason=""):
+        if self.sending is not None:
+            os.close(self.sending[0])
+            self.sending = None
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close("client_gone")
+        super().close(reason)
+
+
+_next_backend = itertools.count()
+
+
+def proxy(client, req):
+    backends = config["backends"]
+    addr = backends[next(_next_backend) % len(backends)]
+    lines = [f"{req.method} {req.target} HTTP/1.0"]
+    lines += [f"{k}: {v}" for k, v in req.headers.items() if k not in HOP]
+    lines += [f"X-Forwarded-For: {client.peer_ip_string()}", "Connection: close"]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + req.body
+    client.backend = danga.connect(f"tcp://{addr}", lambda sock: Backend(sock, client, req), timeout=5)
+    client.backend.write(request)
+
+
+class Backend(danga.Socket):
+    max_idle_time = 30
+
+    def __init__(self, sock, client, req):
+        super().__init__(sock)
+        self.client, self.req = client, req
+        self.buf = b""
+        self.left = None  # body bytes still to come; -1: until the backend closes
+        self.watch_read(True)
+
+    def event_connect_failed(self, error):
+        self.bad_gateway()
+
+    def bad_gateway(self):
+        client, self.client = self.client, None
+        if client is not None and not client.closed:
+            client.backend = None
+            client.refuse(502, keep_alive=False)
+
+    def event_read(self):
+        data = self.read(65536)
+        client = self.client
+        if client is None or client.closed:
+            return self.close("client_gone")
+        if data is None:
+            if self.left is None:
+                self.bad_gateway()
+            elif self.left == -1:
+                self.done(keep_alive=False)
+            else:
+                client.close("backend_truncated")
+            return self.close("eof")
+        if self.left is None:
+            self.buf += data
+            try:
+                parsed = parse_response_head(self.buf)
+            except HttpError:
+                self.bad_gateway()
+                return self.close("bad_response")
+            if parsed is None:
+                return
+            status, _, headers, size = parsed
+            data, self.buf = self.buf[size:], b""
+            if self.req.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+                self.left = 0
+            elif headers.get("content-length", "").isdigit():
+                self.left = int(headers["content-length"])
+            else:
+                self.left = -1
+            keep = self.req.keep_alive and self.left != -1
+            fields = [(k.title(), v) for k, v in headers.items() if k not in HOP]
+            client.write(head(status, fields, keep, server=False))
+        if data:
+            if self.left != -1:
+                data = data[:self.left]
+                self.left -= len(data)
+            client.write(data)
+        if self.left == 0:
+            self.done(keep_alive=self.req.keep_alive)
+        elif client.write_buf_size > BEHIND:
+            self.watch_read(False)  # the client is behind: stop reading until it catches up
+
+    def done(self, keep_alive):
+        client, self.client = self.client, None
+        self.close("response_done")
+        client.backend = None
+        client.finished(keep_alive)
+
+    def close(self, reason=""):
+        if not self.closed and self.client is not None and reason not in ("response_done", "client_gone"):
+            self.bad_gateway()
+        super().close(reason)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="danga web server / reverse proxy")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--root", help="serve files from this directory")
+    ap.add_argument("--proxy-to", help="HOST:PORT[,HOST:PORT...] to proxy to, round-robin")
+    ap.add_argument("--idle-timeout", type=float, default=30)
+    args = ap.parse_args()
+    if bool(args.root) == bool(args.proxy_to):
+        ap.error("give exactly one of --root or --proxy-to")
+    if args.root:
+        config["root"] = os.path.realpath(args.root)
+    else:
+        config["backends"] = args.proxy_to.split(",")
+    HttpClient.max_idle_time = Backend.max_idle_time = args.idle_timeout
+    listener = danga.listen(f"tcp://{args.host}:{args.port}", HttpClient, backlog=4096)
+    mode = f"files from {config['root']}" if args.root else f"proxy to {args.proxy_to}"
+    print(f"http server ({mode}) listening on {listener.local_addr_string()}", flush=True)
+    try:
+        danga.event_loop()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
