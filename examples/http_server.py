@@ -7,7 +7,8 @@ Static files: GET and HEAD, keep-alive and pipelining, Content-Length, single
 byte ranges (206/416), 400/403/404/405/413/414/431 answers, no path that
 resolves outside the root (``..``, symlinks), a directory served by its
 index.html or refused.  Files over 32 KiB go out with os.sendfile (smaller
-ones in the same write as the headers: fewer syscalls, one TCP segment).
+ones in the same write as the headers: fewer syscalls, one TCP segment; their
+responses are reused for a second, so a changed file shows within 1 s).
 
 Reverse proxy: round-robin over the backends, one backend connection per
 request (HTTP/1.0 with Connection: close, as Perlbal speaks to backends),
@@ -22,6 +23,7 @@ import os
 import stat
 from collections import deque
 from email.utils import formatdate
+from time import monotonic
 from urllib.parse import unquote, urlsplit
 
 import danga
@@ -117,6 +119,11 @@ class HttpClient(danga.Socket):
         self.finished(keep_alive)
 
     def serve_file(self, req):
+        hit = CACHE.get(req.target)
+        if hit is not None and hit[0] > monotonic() and req.method in ("GET", "HEAD") and "range" not in req.headers:
+            top = hit[1][req.keep_alive]
+            self.write(top + hit[2] if req.method == "GET" else top)
+            return self.finished(req.keep_alive)
         if req.method not in ("GET", "HEAD"):
             raise HttpError(405, "Method Not Allowed")
         path = unquote(urlsplit(req.target).path)
@@ -158,7 +165,10 @@ class HttpClient(danga.Socket):
             if req.method == "HEAD" or length == 0:
                 self.write(top)
             elif length <= SMALL_FILE:
-                self.write(top + os.pread(fd, length, start))
+                body = os.pread(fd, length, start)
+                self.write(top + body)
+                if not rng:
+                    remember(req.target, headers, body)
             else:
                 self.write(top)
                 self.sending = (fd, start, length)
@@ -214,6 +224,21 @@ class HttpClient(danga.Socket):
         if backend is not None:
             backend.close("client_gone")
         super().close(reason)
+
+
+# Small files' responses, by request target, reused for CACHE_TTL seconds
+# (nginx's open_file_cache idea): a hit costs no syscall but the send.
+CACHE = {}
+CACHE_TTL = 1.0
+
+
+def remember(target, headers, body):
+    if CACHE_TTL <= 0:
+        return
+    if len(CACHE) >= 4096:
+        CACHE.clear()
+    CACHE[target] = (monotonic() + CACHE_TTL, {True: head(200, headers, True), False: head(200, headers, False)},
+                     body)
 
 
 _next_backend = itertools.count()
@@ -305,12 +330,14 @@ class Backend(danga.Socket):
 
 
 def main():
+    global CACHE_TTL
     ap = argparse.ArgumentParser(description="danga web server / reverse proxy")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--root", help="serve files from this directory")
     ap.add_argument("--proxy-to", help="HOST:PORT[,HOST:PORT...] to proxy to, round-robin")
     ap.add_argument("--idle-timeout", type=float, default=30)
+    ap.add_argument("--cache-ttl", type=float, default=CACHE_TTL, help="seconds to reuse small files' responses (0: off)")
     args = ap.parse_args()
     if bool(args.root) == bool(args.proxy_to):
         ap.error("give exactly one of --root or --proxy-to")
@@ -319,6 +346,7 @@ def main():
     else:
         config["backends"] = args.proxy_to.split(",")
     HttpClient.max_idle_time = Backend.max_idle_time = args.idle_timeout
+    CACHE_TTL = args.cache_ttl
     listener = danga.listen(f"tcp://{args.host}:{args.port}", HttpClient, backlog=4096)
     mode = f"files from {config['root']}" if args.root else f"proxy to {args.proxy_to}"
     print(f"http server ({mode}) listening on {listener.local_addr_string()}", flush=True)

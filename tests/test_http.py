@@ -249,3 +249,12 @@ def test_pipelined_requests_any_split(reqs, cuts):
     for a, b in zip([0] + cuts, cuts + [len(wire)]):
         out += p.feed(wire[a:b])
     assert [(r.method, r.target, r.body) for r in out] == [(m, "/" + t, b) for m, t, b in reqs]
+
+
+def test_a_changed_small_file_is_served_fresh_after_the_cache_ttl(web):
+    port, root = web
+    (root / "note.txt").write_text("first")
+    assert get(port, "/note.txt")[2] == b"first"
+    (root / "note.txt").write_text("second version")
+    time.sleep(1.1)
+    assert get(port, "/note.txt")[2] == b"second version"
