@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--servers", default="", help="comma-separated subset")
     ap.add_argument("--scenarios", default="", help="comma-separated subset")
     ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--no-real", action="store_true", help="skip the example servers vs redis/Perlbal/gearmand")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 1.5, 0.5
@@ -202,6 +203,8 @@ def main() -> None:
         for i, r in enumerate(rows):
             if i < len(floor) and floor[i]["cpu_us"] > 0:
                 r["ratio"] = r["cpu_us"] / floor[i]["cpu_us"]
+    if not args.no_real:
+        subprocess.run([PY, str(HERE / "real_servers.py")], check=False)
     json_path = OUT / "results.json"
     json_path.write_text(json.dumps({f"{n}|{s}": rows for (n, s), rows in results.items()}, indent=1))
     write_report(Path(args.output), usable, scen, results, args, [n for n in names if n not in usable], all_servers)
@@ -264,6 +267,10 @@ def write_report(path: Path, names, scen, results, args, skipped, all_servers) -
         lines.append("")
     lines.append("![server CPU per message relative to C](benchmarks.png)")
     lines.append("")
+    real = OUT / "real_servers.md"
+    if real.exists():
+        lines += ["# The example servers against the real ones", "", "From `python bench/real_servers.py`, run by"
+                  " `run.py` in the same session.", "", real.read_text()]
     notes = HERE / "optimisations.md"
     if notes.exists():
         lines.append(notes.read_text())

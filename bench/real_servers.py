@@ -1,0 +1,179 @@
+"""The example servers against the real thing, each pair in the same run.
+
+    python bench/real_servers.py            # writes bench/out/real_servers.md
+
+* RESP: examples/resp_server.py vs redis-server, redis-benchmark -t ping,set,get -c 50, with and without -P 16;
+* HTTP: examples/http_server.py vs Perlbal, wrk -c 50 on a 4 KiB file with keep-alive;
+* Gearman: examples/gearman_server.py vs the C gearmand, foreground jobs per second (gearman_load.py).
+
+Servers are pinned to CPU 0 and the load tools to CPU 1.  A pair whose
+tools are missing is skipped with a line saying what to install.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+EX = ROOT / "examples"
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def pinned(cpu: int) -> list:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+class Server:
+    def __init__(self, argv, port):
+        self.proc = subprocess.Popen(pinned(0) + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def redis_benchmark(port: int, pipeline: int, n: int) -> dict:
+    out = subprocess.run(pinned(1) + ["redis-benchmark", "-p", str(port), "-t", "ping,set,get", "-n", str(n),
+                                      "-c", "50", "-P", str(pipeline), "-q"], capture_output=True, text=True,
+                         timeout=600).stdout
+    rates = {}
+    for name, rps in re.findall(r"([A-Z_]+): ([\d.]+) requests per second", out.replace("\r", "\n")):
+        rates[name] = float(rps)
+    return rates
+
+
+def bench_resp(lines: list) -> None:
+    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
+        lines.append("- skipped RESP: redis-server and redis-benchmark are not installed "
+                     "(apt-get install redis-server redis-tools)\n")
+        return
+    rows = []
+    for pipeline, n in ((1, 200_000), (16, 2_000_000)):
+        pa, pb = free_port(), free_port()
+        real = Server(["redis-server", "--port", str(pa), "--save", "", "--appendonly", "no"], pa)
+        try:
+            r_real = redis_benchmark(pa, pipeline, n)
+        finally:
+            real.stop()
+        ours = Server([PY, str(EX / "resp_server.py"), "--port", str(pb)], pb)
+        try:
+            r_ours = redis_benchmark(pb, pipeline, n)
+        finally:
+            ours.stop()
+        for test in ("PING_INLINE", "PING_MBULK", "SET", "GET"):
+            a, b = r_real.get(test, 0), r_ours.get(test, 0)
+            rows.append(f"| {test} | {pipeline} | {a:,.0f} | {b:,.0f} | {b / a if a else 0:.2f} |")
+    lines += ["## Redis protocol: examples/resp_server.py vs redis-server", "",
+              "redis-benchmark, 50 clients; requests per second (higher is better).", "",
+              "| test | pipeline | redis-server | danga resp_server | ratio |", "|---|---:|---:|---:|---:|"]
+    lines += rows + [""]
+
+
+def wrk(port: int, path: str, seconds: int = 5) -> float:
+    out = subprocess.run(pinned(1) + ["wrk", "-t1", "-c50", f"-d{seconds}", f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(m.group(1)) if m else 0.0
+
+
+def bench_http(lines: list) -> None:
+    if not (shutil.which("perlbal") and shutil.which("wrk")):
+        lines.append("- skipped HTTP: perlbal and wrk are not installed (apt-get install perlbal wrk)\n")
+        return
+    with tempfile.TemporaryDirectory() as docroot:
+        Path(docroot, "4k.bin").write_bytes(os.urandom(4096))
+        results = {}
+        pp = free_port()
+        conf = Path(docroot, "perlbal.conf")
+        conf.write_text(f"CREATE SERVICE web\n  SET role = web_server\n  SET listen = 127.0.0.1:{pp}\n"
+                        f"  SET docroot = {docroot}\n  SET dirindexing = 0\n  SET persist_client = on\nENABLE web\n")
+        srv = Server(["perlbal", f"--config={conf}"], pp)
+        try:
+            results["Perlbal"] = wrk(pp, "/4k.bin")
+        finally:
+            srv.stop()
+        for label, extra in (("danga http_server", []), ("danga http_server --cache-ttl 0", ["--cache-ttl", "0"])):
+            port = free_port()
+            srv = Server([PY, str(EX / "http_server.py"), "--port", str(port), "--root", docroot] + extra, port)
+            try:
+                results[label] = wrk(port, "/4k.bin")
+            finally:
+                srv.stop()
+    base = results["Perlbal"]
+    lines += ["## Static files: examples/http_server.py vs Perlbal", "",
+              "wrk -t1 -c50, keep-alive, one 4 KiB file; requests per second.", "",
+              "| server | requests/s | × Perlbal |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:,.0f} | {v / base if base else 0:.2f} |" for k, v in results.items()] + [""]
+
+
+def bench_gearman(lines: list) -> None:
+    gearmand = shutil.which("gearmand", path="/usr/sbin:/usr/bin")
+    if not gearmand or not Path(gearmand).read_bytes()[:4] == b"\x7fELF":
+        lines.append("- skipped Gearman: the C gearmand is not installed (apt-get install gearman-job-server)\n")
+        return
+    results = {}
+    for label, argv in (("C gearmand", [gearmand, "--listen=127.0.0.1", "--port={port}", "--log-file=none",
+                                        "--threads=0"]),
+                        ("danga gearman_server", [PY, str(EX / "gearman_server.py"), "--port", "{port}"])):
+        port = free_port()
+        srv = Server([a.replace("{port}", str(port)) for a in argv], port)
+        try:
+            out = subprocess.run(pinned(1) + [PY, str(HERE / "gearman_load.py"), str(port), "4"], capture_output=True,
+                                 text=True, timeout=120)
+            results[label] = float(out.stdout.split()[0]) if out.returncode == 0 else 0.0
+        finally:
+            srv.stop()
+    base = results.get("C gearmand") or 0
+    lines += ["## Gearman: examples/gearman_server.py vs the C gearmand", "",
+              "bench/gearman_load.py: 4 clients submitting foreground jobs one after another to 4 workers, 5 s;",
+              "jobs completed per second (the load tool is Python and shares CPU 1 with the workers).", "",
+              "| server | jobs/s | × gearmand |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:,.0f} | {v / base if base else 0:.2f} |" for k, v in results.items()] + [""]
+
+
+def main() -> None:
+    lines: list = []
+    for part in (bench_resp, bench_http, bench_gearman):
+        try:
+            part(lines)
+        except Exception as e:  # one pair failing does not lose the others
+            lines.append(f"- {part.__name__} failed: {e}\n")
+        print("\n".join(lines[-12:]), flush=True)
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "real_servers.md").write_text("\n".join(lines))
+    print(f"wrote {out / 'real_servers.md'}")
+
+
+if __name__ == "__main__":
+    main()
