@@ -12,7 +12,7 @@ The write path
 allocation.  Only the part the kernel did not take is queued: a memoryview
 slice of a ``bytes`` object (no copy), or a copy of a ``bytearray`` or
 ``memoryview`` (which the caller may change later).  A backlog is flushed
-with one ``sendmsg`` of up to IOV_MAX buffers.  Callables in the queue run
+with one ``sendmsg`` of up to IOV_MAX buffers (and about 1 MiB).  Callables in the queue run
 once everything queued before them has been sent.  While data is queued the
 library watches for writability itself and stops once the queue is empty.
 
@@ -42,6 +42,9 @@ log = logging.getLogger("danga")
 
 MAX_READ = 1 << 20  # one read() returns at most this much (the buffer is allocated up front)
 IOV_MAX = 1024  # buffers per sendmsg
+# Bytes gathered into one sendmsg: enough to fill a socket buffer; more only
+# makes the kernel import and walk a longer iovec for data it cannot take.
+GATHER_BYTES = 1 << 20
 
 # _state bits
 _EOF = 1  # read() has seen EOF or a read error
@@ -335,7 +338,7 @@ class Socket:
                     break
                 bufs.append(item)
                 want += len(item)
-                if len(bufs) == IOV_MAX:
+                if want >= GATHER_BYTES or len(bufs) == IOV_MAX:
                     break
             if self._woff:
                 bufs[0] = memoryview(bufs[0])[self._woff :]
