@@ -34,7 +34,9 @@ def event_loop() -> None:
 
     Exceptions from socket callbacks are logged and close that socket only;
     from timers and other callbacks they are logged (see ``set_error_handler``).
-    KeyboardInterrupt and SystemExit propagate."""
+    KeyboardInterrupt and SystemExit raised by a callback propagate; Ctrl-C
+    (while SIGINT has Python's default handler) ends the loop after the
+    current pass."""
     _loop._current.run()
 
 

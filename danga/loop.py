@@ -55,7 +55,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket as _socket
+import threading
 import weakref
 from time import monotonic
 from collections import deque
@@ -226,6 +228,7 @@ class Loop:
         if self._running:
             raise RuntimeError("danga: event_loop() is already running")
         poller = self.poller()
+        sigint = self._take_sigint()
         if self._ready:  # handed over before the loop could be woken
             self._run_ready()
         self._running = True
@@ -262,6 +265,22 @@ class Loop:
             self._dispatching = False
             self._running = False
             self._stop = False
+            if sigint:
+                from .signals import remove_signal_handler
+
+                remove_signal_handler(signal.SIGINT)
+
+    def _take_sigint(self) -> bool:
+        """While the loop runs, Ctrl-C ends it after the current pass instead
+        of raising KeyboardInterrupt wherever the interpreter happens to be.
+        Only when SIGINT has Python's default handler, in the main thread."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return False
+        from .signals import add_signal_handler
+
+        add_signal_handler(signal.SIGINT, lambda signum: self.stop())
+        return True
 
     def _unowned_event(self, fd: int, mask: int) -> None:
         if fd == self._wake_r:

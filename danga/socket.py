@@ -169,17 +169,7 @@ class Socket:
         n = _check_count(n)
         if self._pb:
             return self._read_push_back(n)
-        try:
-            data = self.sock.recv(n)
-        except (BlockingIOError, InterruptedError):
-            return b""
-        except OSError as e:
-            return self._read_failed(e)
-        if data:
-            self._active = True
-            return data
-        self._state |= _EOF
-        return None
+        return self.read(n)  # a valid count, nothing pushed back: the fast path
 
     def _read_failed(self, e: OSError) -> None:
         self._state |= _EOF

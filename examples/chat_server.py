@@ -51,10 +51,7 @@ def main():
     args = ap.parse_args()
     listener = danga.listen(f"tcp://{args.host}:{args.port}", Chatter, max_connections=10000)
     print(f"chat server listening on {listener.local_addr_string()}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

@@ -29,10 +29,7 @@ def main():
     args = ap.parse_args()
     listener = danga.listen(f"tcp://{args.host}:{args.port}", Echo)
     print(f"echo server ({danga.poller_name()}) listening on {listener.local_addr_string()}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

@@ -366,10 +366,7 @@ def main():
     args = ap.parse_args()
     listener = danga.listen(f"tcp://{args.host}:{args.port}", Client, backlog=1024)
     print(f"gearman server listening on {listener.local_addr_string()}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

@@ -350,10 +350,7 @@ def main():
     listener = danga.listen(f"tcp://{args.host}:{args.port}", HttpClient, backlog=4096)
     mode = f"files from {config['root']}" if args.root else f"proxy to {args.proxy_to}"
     print(f"http server ({mode}) listening on {listener.local_addr_string()}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

@@ -339,10 +339,7 @@ def main():
     listener = danga.listen(f"tcp://{args.host}:{args.port}", RespClient, backlog=4096)
     danga.add_timer(0.1, expire_some)
     print(f"resp server listening on {listener.local_addr_string()}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

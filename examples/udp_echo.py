@@ -26,10 +26,7 @@ def main():
     args = ap.parse_args()
     server = danga.listen(f"udp://{args.host}:{args.port}", UdpEcho)
     print(f"udp echo listening on {server.local_addr_string()}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

@@ -17,10 +17,7 @@ def main():
     args = ap.parse_args()
     danga.listen(f"local://{args.path}", Echo)
     print(f"unix echo listening on {args.path}", flush=True)
-    try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+    danga.event_loop()  # Ctrl-C ends it
 
 
 if __name__ == "__main__":

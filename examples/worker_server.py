@@ -63,9 +63,7 @@ def main():
     listener = danga.listen(f"tcp://{args.host}:{args.port}", Client)
     print(f"worker server ({args.workers} workers) listening on {listener.local_addr_string()}", flush=True)
     try:
-        danga.event_loop()
-    except KeyboardInterrupt:
-        pass
+        danga.event_loop()  # Ctrl-C ends it
     finally:
         workers.stop_workers()
 
