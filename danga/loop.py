@@ -310,10 +310,10 @@ class Loop:
         self._hurry = False
         if heap and heap[0][0] <= now:
             for timer in timers.pop_due(now):
-                cb = timer.callback
+                cb = timer[2]
                 if cb is None:
                     continue  # cancelled by a timer that ran before it
-                timer.callback = None
+                timer[2] = None
                 try:
                     cb()
                 except Exception as exc:

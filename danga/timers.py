@@ -13,39 +13,55 @@ from __future__ import annotations
 import heapq
 import math
 from itertools import count
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 _seq = count()
 
 
-class Timer:
+class Timer(list):
     """A scheduled callback; returned by ``add_timer``.  ``cancel()`` it to
-    stop it from running; cancelling twice, or after it ran, does nothing."""
+    stop it from running; cancelling twice, or after it ran, does nothing.
 
-    __slots__ = ("when", "callback", "_queue")
+    A timer is its own heap entry, ``[when, seq, callback, queue]``: lists
+    compare element by element, so the heap orders by deadline and then by
+    the order timers were added, and each timer costs one object."""
 
-    def __init__(self, when: float, callback: Callable[[], object], queue: "TimerQueue") -> None:
-        self.when = when
-        self.callback: Optional[Callable[[], object]] = callback
-        self._queue: Optional[TimerQueue] = queue
+    __slots__ = ()
+
+    @property
+    def when(self) -> float:
+        """The monotonic time it is due."""
+        return self[0]
+
+    @property
+    def callback(self) -> Optional[Callable[[], object]]:
+        return self[2]
+
+    @callback.setter
+    def callback(self, cb: Optional[Callable[[], object]]) -> None:
+        self[2] = cb
 
     @property
     def active(self) -> bool:
         """True until the timer has run or been cancelled."""
-        return self.callback is not None
+        return self[2] is not None
 
     def cancel(self) -> None:
         """Stop the timer; it will not run and no longer counts as pending."""
-        if self.callback is None:
+        if self[2] is None:
             return
-        self.callback = None
-        q, self._queue = self._queue, None
+        self[2] = None
+        q = self[3]
         if q is not None:
+            self[3] = None
             q._cancelled()
 
     def __repr__(self) -> str:
         state = "active" if self.active else "done"
-        return f"<danga.Timer at {self.when:.6f} {state}>"
+        return f"<danga.Timer at {self[0]:.6f} {state}>"
+
+    __hash__ = object.__hash__  # a handle, not a value
+    __eq__ = object.__eq__  # type: ignore[assignment]
 
 
 class TimerQueue:
@@ -54,7 +70,7 @@ class TimerQueue:
     __slots__ = ("_heap", "_dead")
 
     def __init__(self) -> None:
-        self._heap: List[Tuple[float, int, Timer]] = []
+        self._heap: List[Timer] = []
         self._dead = 0
 
     def __len__(self) -> int:
@@ -62,21 +78,21 @@ class TimerQueue:
         return len(self._heap) - self._dead
 
     def add(self, when: float, callback: Callable[[], object]) -> Timer:
-        timer = Timer(when, callback, self)
-        heapq.heappush(self._heap, (when, next(_seq), timer))
+        timer = Timer((when, next(_seq), callback, self))
+        heapq.heappush(self._heap, timer)
         return timer
 
     def _cancelled(self) -> None:
         self._dead += 1
         heap = self._heap
         if self._dead > 64 and self._dead * 2 > len(heap):
-            self._heap = [e for e in heap if e[2].callback is not None]
+            self._heap = [t for t in heap if t[2] is not None]
             heapq.heapify(self._heap)
             self._dead = 0
 
     def _drop_dead_head(self) -> None:
         heap = self._heap
-        while heap and heap[0][2].callback is None:
+        while heap and heap[0][2] is None:
             heapq.heappop(heap)
             self._dead -= 1
 
@@ -91,18 +107,17 @@ class TimerQueue:
         heap = self._heap
         due = []
         while heap and heap[0][0] <= now:
-            timer = heapq.heappop(heap)[2]
-            if timer.callback is None:
+            timer = heapq.heappop(heap)
+            if timer[2] is None:
                 self._dead -= 1
             else:
-                timer._queue = None
+                timer[3] = None
                 due.append(timer)
         return due
 
     def clear(self) -> None:
-        for _, _, timer in self._heap:
-            timer.callback = None
-            timer._queue = None
+        for timer in self._heap:
+            timer[2] = timer[3] = None
         self._heap = []
         self._dead = 0
 
