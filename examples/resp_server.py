@@ -208,7 +208,7 @@ def c_persist(args):
 
 def c_keys(args):
     pattern = args[1].decode("latin-1")
-    regex = re.compile(fnmatch.translate(pattern).replace("\\Z", "\\Z"), re.S)
+    regex = re.compile(fnmatch.translate(pattern), re.S)
     return array([k for k in list(data) if alive(k) is not None and regex.match(k.decode("latin-1"))])
 
 

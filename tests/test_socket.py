@@ -353,3 +353,15 @@ def test_steal_socket_returns_it_open_and_unregistered():
     again.close()
     b.close()
     assert s.steal_socket() is None
+
+
+def test_close_watchers_run_once_with_the_reason():
+    a, b = pair()
+    s = danga.Socket(a)
+    seen = []
+    s.add_close_watcher(lambda sock, reason: seen.append((sock, reason)))
+    s.close("bye")
+    s.close("again")
+    s.add_close_watcher(lambda sock, reason: seen.append(("late", reason)))  # already closed: at once
+    assert seen == [(s, "bye"), ("late", "bye")]
+    b.close()
