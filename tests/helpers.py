@@ -1,8 +1,14 @@
 """Small helpers the tests share: run the loop until a condition holds, and
 a listener that accepts into a given Socket class."""
 import socket
+import sys
+from pathlib import Path
 
 import danga
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from echo_server import Echo  # noqa: E402  the README's echo, used as the server in many tests
 
 
 class LoopTimeout(AssertionError):
@@ -57,19 +63,6 @@ class Listener(danga.Socket):
             except BlockingIOError:
                 return
             self.accepted.append(self.handler(conn))
-
-
-class Echo(danga.Socket):
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.watch_read(True)
-
-    def event_read(self):
-        data = self.read(65536)
-        if data is None:
-            self.close("eof")
-        elif data:
-            self.write(data)
 
 
 def pair():

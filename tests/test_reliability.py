@@ -494,18 +494,8 @@ def test_idle_connections_are_swept_and_active_ones_kept():
 EMFILE_SERVER = """
 import resource, sys
 import danga
-from danga import Socket
-
-class Echo(Socket):
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.watch_read(True)
-    def event_read(self):
-        data = self.read(65536)
-        if data is None:
-            self.close("eof")
-        elif data:
-            self.write(data)
+sys.path.insert(0, sys.argv[2])
+from echo_server import Echo
 
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 lst = danga.listen("tcp://127.0.0.1:0", Echo)
@@ -522,7 +512,9 @@ def test_emfile_storm_keeps_serving_and_does_not_spin(backend):
     import subprocess
     import sys
 
-    srv = subprocess.Popen([sys.executable, "-c", EMFILE_SERVER, "5"], stdout=subprocess.PIPE, text=True,
+    from .helpers import EXAMPLES
+
+    srv = subprocess.Popen([sys.executable, "-c", EMFILE_SERVER, "5", str(EXAMPLES)], stdout=subprocess.PIPE, text=True,
                            env={**os.environ, "DANGA_POLLER": backend})
     clients, extras = [], []
     try:
