@@ -99,7 +99,7 @@ class Socket:
       peer that never reads cannot grow the process without bound.
     """
 
-    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_woff", "_state", "_active", "_pb", "_x", "__weakref__")
+    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_state", "_active", "_pb", "_x", "__weakref__")
 
     max_idle_time: float = 0
     write_high_water: int = 64 * 1024
@@ -122,7 +122,6 @@ class Socket:
         self.write_buf_size = 0
         self._mask = 0
         self._wq: Optional[Deque[Any]] = None
-        self._woff = 0
         self._state = 0
         self._active = False  # data moved since the last idle sweep
         self._pb: Optional[bytes] = None  # pushed-back data; b"" once closed
@@ -267,7 +266,6 @@ class Socket:
         if sent:
             self._active = True
         self._wq = deque((rest,))
-        self._woff = 0
         self.write_buf_size = len(rest)
         if self.write_buf_size > self.write_high_water and self._over_limits():
             return False
@@ -321,7 +319,7 @@ class Socket:
                     return True
                 continue
             bufs = []
-            want = -self._woff
+            want = 0
             for item in wq:
                 cls = item.__class__
                 if cls is not bytes and cls is not memoryview:
@@ -330,8 +328,6 @@ class Socket:
                 want += len(item)
                 if want >= GATHER_BYTES or len(bufs) == IOV_MAX:
                     break
-            if self._woff:
-                bufs[0] = memoryview(bufs[0])[self._woff :]
             try:
                 n = sock.send(bufs[0]) if len(bufs) == 1 else sock.sendmsg(bufs)
             except (BlockingIOError, InterruptedError):
@@ -341,24 +337,20 @@ class Socket:
             if n:
                 self._active = True
                 self.write_buf_size -= n
-                off = self._woff + n
-                while wq:
-                    first = wq[0]
-                    if first.__class__ is not bytes and first.__class__ is not memoryview:
-                        break
-                    ln = len(first)
-                    if off < ln:
+                left = n
+                while left:  # drop what went out; a partly sent head keeps its rest
+                    ln = len(wq[0])
+                    if left < ln:
+                        wq[0] = memoryview(wq[0])[left:]
                         break
                     wq.popleft()
-                    off -= ln
-                self._woff = off
+                    left -= ln
             if n < want:
                 if self._state & _PAUSED and self.write_buf_size <= self.write_low_water:
                     self._resumed()
                 self.on_incomplete_write()
                 return False
         self._wq = None
-        self._woff = 0
         if self._state & _PAUSED:
             self._resumed()
         if self._state & _AUTO_WRITE and not self.closed:
@@ -620,7 +612,6 @@ class Socket:
         if x.unsent:
             log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), x.close_reason, x.unsent)
         self._wq = _CLOSED
-        self._woff = 0
         self.write_buf_size = 0
         sock, self.sock = self.sock, None
         if sock is None:
