@@ -103,7 +103,6 @@ class Loop:
         self._fresh: set = set()
         self._dispatching = False
         self._running = False
-        self._hurry = False
         self._stop = False
         self._forked_from = 0
         self._idle_timer: Optional[Timer] = None
@@ -306,8 +305,7 @@ class Loop:
         now = self.now = monotonic()
         timers = self.timers
         heap = timers._heap
-        hurry = self._hurry
-        self._hurry = False
+        hurry = False
         if heap and heap[0][0] <= now:
             for timer in timers.pop_due(now):
                 cb = timer[2]

@@ -200,9 +200,6 @@ class Socket:
     def _push_back_len(self) -> int:
         return len(self._pb) if self._pb else 0
 
-    def _eof(self) -> bool:
-        return bool(self._state & _EOF)
-
     # -- writing --------------------------------------------------------------------
 
     def write(self, data: Writable) -> bool:
