@@ -198,7 +198,7 @@ def main() -> None:
                 print(f"round {rnd + 1} {s:14} {name:13} {r['msgs_per_s']:>10.0f} msg/s  "
                       f"{r['cpu_us']:7.2f} us/msg CPU  p99 {r['p99_us']:8.0f} us  err {r['errors']}", flush=True)
     # ratio to the C floor, per round, then the median
-    for (name, s), rows in results.items():
+    for (_name, s), rows in results.items():
         floor = results.get(("c-epoll", s), [])
         for i, r in enumerate(rows):
             if i < len(floor) and floor[i]["cpu_us"] > 0:

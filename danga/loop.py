@@ -64,7 +64,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import pollers
-from .pollers import ERR, HUP, READ, WRITE
+from .pollers import READ
 from .timers import Timer, TimerQueue, delay_to_ms
 
 if TYPE_CHECKING:

@@ -207,7 +207,7 @@ class _Pool:
         if member in self.members:
             self.members.remove(member)
         _reap(member.pid)
-        for rid, (_cb, errback) in list(member.pending.items()):
+        for _cb, errback in list(member.pending.values()):
             exc = WorkerDied(f"worker {self.name!r} (pid {member.pid}) exited before replying ({reason})")
             if errback is not None:
                 try:

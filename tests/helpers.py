@@ -8,7 +8,7 @@ import danga
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
-from echo_server import Echo  # noqa: E402  the README's echo, used as the server in many tests
+from echo_server import Echo  # noqa: E402,F401  the README's echo, the server of many tests
 
 
 class LoopTimeout(AssertionError):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from danga import pollers
-from danga.pollers import ERR, HUP, READ, WRITE
+from danga.pollers import HUP, READ, WRITE
 
 
 @pytest.fixture

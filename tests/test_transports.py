@@ -1,5 +1,4 @@
 """listen()/connect() for every URL scheme, the listener, datagrams."""
-import errno
 import os
 import socket
 
