@@ -1,7 +1,9 @@
 """Small helpers the tests share: run the loop until a condition holds, and
 a listener that accepts into a given Socket class."""
+import random
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import danga
@@ -89,3 +91,22 @@ def shutdown(*objs):
     run(lambda: all(s.closed for s in list(danga.descriptor_map().values()) if not isinstance(s, danga.Listener)))
     for s in list(danga.descriptor_map().values()):
         s.close()
+
+
+def reader_thread(sock, want, chunks=(1, 100, 4096, 65536, 1 << 20)):
+    got = bytearray()
+
+    def go():
+        rnd = random.Random(7)
+        while len(got) < want:
+            try:
+                chunk = sock.recv(rnd.choice(chunks))
+            except OSError:  # the test closed the socket: done
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t, got

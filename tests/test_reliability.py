@@ -15,7 +15,7 @@ import pytest
 
 import danga
 
-from .helpers import Echo, Plain, pair, pattern, run, run_for, shutdown
+from .helpers import Echo, Plain, pair, pattern, reader_thread, run, run_for, shutdown
 
 
 class Collect(danga.Socket):
@@ -40,25 +40,6 @@ class Collect(danga.Socket):
 
 class Unlimited(danga.Socket):
     write_buffer_limit = None
-
-
-def reader_thread(sock, want, chunks=(1, 100, 4096, 65536, 1 << 20)):
-    got = bytearray()
-
-    def go():
-        rnd = random.Random(7)
-        while len(got) < want:
-            try:
-                chunk = sock.recv(rnd.choice(chunks))
-            except OSError:  # the test closed the socket: done
-                return
-            if not chunk:
-                return
-            got.extend(chunk)
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    return t, got
 
 
 # 4: a registered fd that was dup'ed: closing the Socket stops its events

@@ -1,12 +1,11 @@
 """Socket: reading, the write path, interest, addresses, bad input."""
 import socket
-import threading
 
 import pytest
 
 import danga
 
-from .helpers import Echo, Listener, pair, pattern, run, run_for
+from .helpers import Echo, Listener, pair, pattern, reader_thread, run, run_for
 
 
 class Sink(danga.Socket):
@@ -100,14 +99,7 @@ def test_write_queues_the_rest_and_flushes_through_the_loop():
     assert s.write(data) is False
     assert s.write_buf_size > 0
     assert s.watching_write  # the library turned it on
-    got = bytearray()
-
-    def reader():
-        while len(got) < len(data):
-            got.extend(b.recv(65536))
-
-    t = threading.Thread(target=reader)
-    t.start()
+    t, got = reader_thread(b, len(data))
     run(lambda: s.write_buf_size == 0)
     t.join(10)
     assert bytes(got) == data
@@ -127,9 +119,7 @@ def test_queue_order_with_callables_and_write_none():
     s.write(b"tail")
     s.write(lambda: order.append(("cb2", s.write_buf_size)))
     assert s.write_buf_size > 4 + 2
-    got = bytearray()
-    t = threading.Thread(target=lambda: [got.extend(b.recv(65536)) for _ in iter(lambda: len(got) < len(big) + 4, False)])
-    t.start()
+    t, got = reader_thread(b, len(big) + 4)
     run(lambda: len(order) == 2)
     t.join(10)
     assert bytes(got) == big + b"tail"
@@ -162,10 +152,7 @@ def test_queued_bytearray_is_copied():
     s.write(memoryview(view_src))
     buf[:] = b"x" * 100_000  # the caller reuses its buffers
     view_src[:] = b"y" * 100_000
-    got = bytearray()
-    want = len(filler) + 200_000
-    t = threading.Thread(target=lambda: [got.extend(b.recv(65536)) for _ in iter(lambda: len(got) < want, False)])
-    t.start()
+    t, got = reader_thread(b, len(filler) + 200_000)
     run(lambda: s.write_buf_size == 0)
     t.join(10)
     assert bytes(got) == filler + b"A" * 100_000 + b"B" * 100_000
@@ -181,9 +168,7 @@ def test_partially_sent_bytearray_is_copied():
     expect = bytes(buf)
     assert s.write(buf) is False
     buf[:] = bytes(len(buf))
-    got = bytearray()
-    t = threading.Thread(target=lambda: [got.extend(b.recv(65536)) for _ in iter(lambda: len(got) < len(expect), False)])
-    t.start()
+    t, got = reader_thread(b, len(expect))
     run(lambda: s.write_buf_size == 0)
     t.join(10)
     assert bytes(got) == expect
