@@ -188,7 +188,7 @@ for _name, _fn in {
     "Reset": reset,
     "HaveEpoll": have_epoll,
 }.items():
-    setattr(Socket, _name, staticmethod(_fn))
+    setattr(Socket, _name, staticmethod(_fn))  # type: ignore[arg-type]
 Socket.SetPostLoopCallback = _ClassOrInstance()  # type: ignore[attr-defined]
 del _name, _fn
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
@@ -34,7 +34,7 @@ class Address:
     scheme: str
     family: int
     type: int
-    target: Union[Tuple[str, int], str, bytes, int, None]
+    target: Any  # (host, port) for IP, str or bytes for local, str for fifo, int for fd, None for anon
     options: Tuple[Tuple[str, str], ...] = ()
 
     def option(self, name: str, default: Optional[str] = None) -> Optional[str]:

@@ -17,7 +17,7 @@ Write your own by subclassing ``Framer``.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Literal
 
 
 class FrameError(ValueError):
@@ -46,7 +46,8 @@ class Framer:
 class LengthPrefixed(Framer):
     """``{packet, N}``: an N-byte unsigned length header, then the payload."""
 
-    def __init__(self, n: int = 4, byteorder: str = "big", max_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, n: int = 4, byteorder: 'Literal["big", "little"]' = "big",
+                 max_size: int = 16 * 1024 * 1024) -> None:
         if n not in (1, 2, 4, 8):
             raise ValueError(f"danga: length header must be 1, 2, 4 or 8 bytes, not {n}")
         if byteorder not in ("big", "little"):

@@ -97,7 +97,7 @@ class Loop:
         self.post_loop_callback: Optional[PostLoopCallback] = None
         self.error_handler: Optional[ErrorHandler] = None
         self.now = monotonic()
-        self._to_close: List[Tuple["Socket", _socket.socket]] = []
+        self._to_close: List[Tuple["Socket", Any]] = []
         self._push_back: Dict["Socket", None] = {}
         self._plc: Dict["Socket", PostLoopCallback] = {}
         self._fresh: set = set()
@@ -190,7 +190,7 @@ class Loop:
         if self.descriptor_map.get(obj.fd) is obj and self._poller is not None:
             self._poller.unregister(obj.fd)
 
-    def _release(self, obj: "Socket", sock: _socket.socket, steal: bool = False) -> None:
+    def _release(self, obj: "Socket", sock: Any, steal: bool = False) -> None:
         """``close()``/``steal_socket()``: unregister now; close now or at the end of the pass."""
         if self._idle_tracked:
             self._untrack_idle(obj)
@@ -340,10 +340,10 @@ class Loop:
                         keep = False
                 except Exception as exc:
                     self._callback_failed(obj, exc, "post-loop callback")
-        cb = self.post_loop_callback
-        if cb is not None:
+        global_cb = self.post_loop_callback
+        if global_cb is not None:
             try:
-                if not cb(dmap, other):
+                if not global_cb(dmap, other):
                     keep = False
             except Exception as exc:
                 self._callback_failed(None, exc, "post-loop callback")

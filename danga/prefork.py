@@ -142,10 +142,10 @@ def _child(family, bound, factory, grace, listen_options) -> None:
     sock.bind(bound)
     sock.listen(listen_options.pop("backlog", 1024))
     listener = Listener(sock, factory, **listen_options)
-    state = {"deadline": None}
+    state: Dict[str, float] = {}
 
     def drain_and_stop(signum: int) -> None:
-        if state["deadline"] is not None:
+        if "deadline" in state:
             return
         state["deadline"] = time.monotonic() + grace
         if not listener.closed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List
 
 from . import loop as _loop
 
@@ -27,7 +27,7 @@ class Signals:
         self.loop = loop
         self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.callbacks: Dict[int, List[Callable[[int], object]]] = {}
-        self.previous: Dict[int, object] = {}
+        self.previous: Dict[int, Any] = {}
         self.previous_wakeup = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
         loop.add_other_fds({self.r: self._readable})
 

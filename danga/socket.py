@@ -32,7 +32,7 @@ import logging
 import socket as _socket
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, Deque, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import loop as _loop
 from .pollers import ERR, HUP, READ, WRITE
@@ -116,15 +116,15 @@ class Socket:
         if fd < 0:
             raise ValueError("danga.Socket was given a closed socket")
         sock.setblocking(False)
-        self.sock: Optional[_socket.socket] = sock
+        self.sock: Any = sock  # a socket.socket, or an FdStream for pipes; None once closed
         self.fd = fd
         self.closed = False
         self.write_buf_size = 0
         self._mask = 0
-        self._wq: Optional[Deque[Any]] = None
+        self._wq: Any = None  # None, a deque of queued items, or _CLOSED
         self._state = 0
         self._active = False  # data moved since the last idle sweep
-        self._pb: Optional[bytes] = None  # pushed-back data; b"" once closed
+        self._pb: Any = None  # pushed-back bytes; b"" once closed
         self._x: Optional[_Extras] = None
         loop = _loop._current
         loop._add(self)
@@ -170,7 +170,7 @@ class Socket:
             return self._read_push_back(n)
         return self.read(n)  # a valid count, nothing pushed back: the fast path
 
-    def _read_failed(self, e: OSError) -> None:
+    def _read_failed(self, e: OSError) -> Optional[bytes]:
         self._state |= _EOF
         self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
         return None
@@ -228,7 +228,7 @@ class Socket:
             return self._queue_rest(memoryview(data)[n:], n)
         return self._write_slow(data)
 
-    def _write_slow(self, data: Writable) -> bool:
+    def _write_slow(self, data: Any) -> bool:
         if self.closed:
             if data is not None and not isinstance(data, (bytes, bytearray, memoryview)) and not callable(data):
                 raise _type_error(data)
@@ -269,7 +269,7 @@ class Socket:
         self.on_incomplete_write()
         return False
 
-    def _enqueue(self, data: Writable) -> bool:
+    def _enqueue(self, data: Any) -> bool:
         cls = data.__class__
         if cls is bytes:
             if not data:
@@ -638,7 +638,7 @@ class Socket:
             x.on_close = []
         x.on_close.append(cb)
 
-    def steal_socket(self) -> Optional[_socket.socket]:
+    def steal_socket(self) -> Any:
         """Detach and return the underlying socket, open, unregistered and
         out of the descriptor map (so it can be wrapped again).  Queued data
         is dropped as in ``close()``.  None if already closed."""
@@ -824,7 +824,7 @@ def _check_count(n: Any) -> int:
     return min(n, MAX_READ)
 
 
-def _set_cork(sock: _socket.socket, on: bool) -> None:
+def _set_cork(sock: Any, on: bool) -> None:
     opt = getattr(_socket, "TCP_CORK", None)
     if opt is not None:
         sock.setsockopt(_socket.IPPROTO_TCP, opt, 1 if on else 0)

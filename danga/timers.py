@@ -60,7 +60,7 @@ class Timer(list):
         state = "active" if self.active else "done"
         return f"<danga.Timer at {self[0]:.6f} {state}>"
 
-    __hash__ = object.__hash__  # a handle, not a value
+    __hash__ = object.__hash__  # type: ignore[assignment]  # a handle, not a value
     __eq__ = object.__eq__  # type: ignore[assignment]
 
 

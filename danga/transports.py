@@ -324,6 +324,7 @@ def listen(url: str, factory: Factory, **options: Any) -> Socket:
         obj.watch_read(True)
         return obj
     unlink = None
+    family: int
     if addr.family == socket.AF_UNIX:
         family, target = socket.AF_UNIX, addr.target
         if isinstance(target, str):
@@ -379,6 +380,7 @@ def connect(url: str, factory: Factory, **options: Any) -> Any:
         return factory(FdStream(fd))
     if addr.scheme == "fd":
         return factory(_wrap_fd(addr.target))
+    family: int
     if addr.family == socket.AF_UNIX:
         family, target = socket.AF_UNIX, addr.target
     else:

@@ -38,7 +38,7 @@ class PollPoller:
         try:
             os.fstat(fd)
         except OSError as e:
-            raise refused(fd, e.errno, self.name) from None
+            raise refused(fd, e.errno or errno.EBADF, self.name) from None
         if self._n == self._cap:
             self._grow()
         i = self._n
