@@ -56,7 +56,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket as _socket
 import threading
 import weakref
 from time import monotonic
