@@ -135,9 +135,6 @@ class Connection(Socket):
     def event_connected(self) -> None:
         self.connection_completed()
 
-    def event_connect_failed(self, error: str) -> None:
-        pass  # unbind follows with reason "connect_failed: <error>"
-
     def close(self, reason: str = "") -> None:
         if self.closed:
             return

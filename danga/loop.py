@@ -112,6 +112,7 @@ class Loop:
         self.signals: Any = None  # danga.signals.Signals, made on first use
         self.executor: Any = None  # the defer() thread pool, made on first use
         self.executor_size = 4
+        self.worker_pools: Any = None  # danga.workers' pools, by name, made on first use
         self._idle_tracked: "weakref.WeakSet[Socket]" = weakref.WeakSet()
         self.passes = 0
 

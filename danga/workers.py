@@ -247,16 +247,12 @@ def _reap(pid: int) -> None:
         pass
 
 
-_pools: Dict[int, Dict[str, _Pool]] = {}  # by loop identity: a reset loop has none
-
-
 def _registry() -> Dict[str, _Pool]:
+    """The loop's worker pools (a reset loop, as in a forked child, has none)."""
     loop = _loop._current
-    key = id(loop)
-    if key not in _pools:
-        _pools.clear()  # pools of a previous (reset) loop are gone
-        _pools[key] = {}
-    return _pools[key]
+    if loop.worker_pools is None:
+        loop.worker_pools = {}
+    return loop.worker_pools
 
 
 def start_worker(cls: Type[Worker], count: int = 1, name: Optional[str] = None,
