@@ -254,7 +254,8 @@ def write_report(path: Path, names, scen, results, args, skipped, all_servers) -
         lines.append("")
     for s in scen:
         conns, size, inflight, idle = SCENARIOS[s]
-        desc = f"{conns} connections × {size} B × {inflight} in flight" + (f", plus {idle} idle connections" if idle else "")
+        desc = f"{conns} connections × {size} B × {inflight} in flight"
+        desc += f", plus {idle} idle connections" if idle else ""
         lines += [f"## {s}: {desc}", "",
                   "| server | msgs/s | MB/s | p50 µs | p99 µs | user µs/msg | sys µs/msg | CPU µs/msg | × C | errors |"
                   + (" KiB/idle conn |" if idle else ""),

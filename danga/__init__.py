@@ -7,15 +7,17 @@ CamelCase names are the Danga::Socket spellings, for line-by-line ports.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
-
-from . import loop as _loop
+from . import workers
+from .api import (add_other_fds, add_periodic_timer, add_timer, call_from_thread, descriptor_map, event_loop,
+                  have_epoll, loop_passes, next_tick, other_fds, poller_name, remove_other_fd, reset,
+                  set_error_handler, set_loop_timeout, set_post_loop_callback, stop, to_close, watched_sockets)
 from .channel import Channel
 from .connection import Connection
 from .framing import Framer, FrameError, LengthPrefixed, Lines
 from .loop import ForkedLoopError, PostLoopCallback
+from .perl import (AddOtherFds, AddTimer, DescriptorMap, EventLoop, HaveEpoll, OtherFds, Reset, SetLoopTimeout,
+                   SetPostLoopCallback, ToClose, WatchedSockets)
 from .pollers import ERR, HUP, READ, WRITE
-from . import workers
 from .prefork import serve
 from .signals import add_signal_handler, remove_signal_handler
 from .socket import Socket
@@ -28,175 +30,12 @@ __version__ = "0.1.0"
 # Danga::Socket's constant names for the event mask.
 POLLIN, POLLOUT, POLLERR, POLLHUP = READ, WRITE, ERR, HUP
 
-
-def event_loop() -> None:
-    """Run the loop until a post-loop callback returns false or ``stop()``.
-
-    Exceptions from socket callbacks are logged and close that socket only;
-    from timers and other callbacks they are logged (see ``set_error_handler``).
-    KeyboardInterrupt and SystemExit raised by a callback propagate; Ctrl-C
-    (while SIGINT has Python's default handler) ends the loop after the
-    current pass."""
-    _loop._current.run()
-
-
-def stop() -> None:
-    """Make ``event_loop()`` return after the current pass."""
-    _loop._current.stop()
-
-
-def add_timer(seconds: float, callback: Callable[[], object]) -> Timer:
-    """Run ``callback()`` once, ``seconds`` from now (monotonic clock).
-    Returns a Timer; ``timer.cancel()`` stops it.  A delay of 0 runs on the
-    next pass.  Raises ValueError for a negative delay."""
-    return _loop._current.add_timer(seconds, callback)
-
-
-def add_periodic_timer(seconds: float, callback: Callable[[], object]) -> PeriodicTimer:
-    """Run ``callback()`` every ``seconds`` until ``.cancel()`` (EventMachine's
-    ``add_periodic_timer``)."""
-    return PeriodicTimer(seconds, callback, add_timer)
-
-
-def next_tick(callback: Callable[[], object]) -> Timer:
-    """Run ``callback()`` at the start of the next loop pass, in the order
-    scheduled (EventMachine's ``next_tick``)."""
-    return _loop._current.add_timer(0, callback)
-
-
-def add_other_fds(fdmap: Dict[int, Callable[[int], object]]) -> None:
-    """Watch descriptors you own for reading: ``{fd: callback(mask)}``.
-    Takes effect at once, also while the loop runs.  The loop never closes
-    them."""
-    _loop._current.add_other_fds(fdmap)
-
-
-def remove_other_fd(fd: int) -> bool:
-    """Stop watching an fd added with ``add_other_fds`` (it is not closed).
-    Returns False if it was not being watched."""
-    return _loop._current.remove_other_fd(fd)
-
-
-def other_fds() -> Dict[int, Callable[[int], object]]:
-    """The live ``{fd: callback}`` map of ``add_other_fds``."""
-    return _loop._current.other_fds
-
-
-def set_loop_timeout(ms: int) -> int:
-    """The longest a pass waits for events, in ms: -1 (the default) blocks
-    until an event or a timer, 0 never blocks.  Returns the value set."""
-    ms = int(ms)
-    if ms < -1:
-        raise ValueError(f"danga: loop timeout must be -1 (block) or >= 0 ms, got {ms}")
-    _loop._current.loop_timeout = ms
-    return ms
-
-
-def set_post_loop_callback(cb: Optional[PostLoopCallback]) -> None:
-    """Run ``cb(descriptor_map, other_fds)`` after every pass; a false return
-    ends ``event_loop()``.  None removes it."""
-    _loop._current.set_post_loop_callback(None, cb)
-
-
-def set_error_handler(handler: Optional[Callable[[Optional[Socket], BaseException], object]]) -> None:
-    """Choose what happens when a callback raises: ``handler(socket_or_None,
-    exc)`` is called instead of logging and closing the socket.  Raise from
-    it to end ``event_loop()`` (Danga::Socket's behaviour).  None restores
-    the default."""
-    _loop._current.error_handler = handler
-
-
-def descriptor_map() -> Dict[int, Socket]:
-    """The live ``{fd: Socket}`` map.  Closed sockets stay until the end of
-    the pass in which they were closed."""
-    return _loop._current.descriptor_map
-
-
-def watched_sockets() -> int:
-    """How many sockets are in the descriptor map."""
-    return len(_loop._current.descriptor_map)
-
-
-def to_close() -> List[object]:
-    """The raw sockets closed during this pass and waiting to be released."""
-    return [sock for _, sock in _loop._current._to_close]
-
-
-def reset(close_inherited: bool = False) -> None:
-    """Forget all loop state (sockets are forgotten, not closed, unless
-    ``close_inherited``).  Call it first in a forked child, which may not use
-    the parent's loop."""
-    _loop.reset(close_inherited)
-
-
-def call_from_thread(callback: Callable[[], object]) -> None:
-    """Run ``callback()`` on the loop's thread in its next pass.  The one
-    danga call that is safe from another thread."""
-    _loop._current.call_from_thread(callback)
-
-
-def poller_name() -> str:
-    """The backend in use: "epoll" or "poll" (creates the poller)."""
-    return _loop._current.poller().name
-
-
-def have_epoll() -> bool:
-    """True if the loop uses epoll (creates the poller)."""
-    return poller_name() == "epoll"
-
-
-def loop_passes() -> int:
-    """How many passes the loop has made (for tests and diagnostics)."""
-    return _loop._current.passes
-
-
-# Danga::Socket spellings.
-EventLoop = event_loop
-AddTimer = add_timer
-AddOtherFds = add_other_fds
-OtherFds = other_fds
-SetLoopTimeout = set_loop_timeout
-SetPostLoopCallback = set_post_loop_callback
-DescriptorMap = descriptor_map
-WatchedSockets = watched_sockets
-ToClose = to_close
-Reset = reset
-HaveEpoll = have_epoll
-
-
-class _ClassOrInstance:
-    """``Socket.SetPostLoopCallback(cb)`` sets the global callback; on an
-    object it sets that socket's own, as in Perl."""
-
-    def __get__(self, obj: Optional[Socket], owner: type) -> Callable[[Optional[PostLoopCallback]], None]:
-        if obj is None:
-            return set_post_loop_callback
-        return obj.set_post_loop_callback
-
-
-# Class-method spellings on Socket itself: Danga::Socket->AddTimer(...) ports
-# as MySocket.AddTimer(...).
-for _name, _fn in {
-    "EventLoop": event_loop,
-    "AddTimer": add_timer,
-    "AddOtherFds": add_other_fds,
-    "OtherFds": other_fds,
-    "SetLoopTimeout": set_loop_timeout,
-    "DescriptorMap": descriptor_map,
-    "WatchedSockets": watched_sockets,
-    "ToClose": to_close,
-    "Reset": reset,
-    "HaveEpoll": have_epoll,
-}.items():
-    setattr(Socket, _name, staticmethod(_fn))  # type: ignore[arg-type]
-Socket.SetPostLoopCallback = _ClassOrInstance()  # type: ignore[attr-defined]
-del _name, _fn
-
 __all__ = [
-    "Socket", "Timer", "PeriodicTimer", "ForkedLoopError",
+    "Socket", "Timer", "PeriodicTimer", "ForkedLoopError", "PostLoopCallback",
     "Connection", "Channel", "Listener", "DatagramSocket", "listen", "connect",
     "Framer", "FrameError", "LengthPrefixed", "Lines", "add_periodic_timer", "next_tick",
-    "defer", "set_thread_pool_size", "serve", "workers", "call_from_thread", "add_signal_handler", "remove_signal_handler",
+    "defer", "set_thread_pool_size", "serve", "workers", "call_from_thread",
+    "add_signal_handler", "remove_signal_handler",
     "event_loop", "stop", "add_timer", "add_other_fds", "remove_other_fd", "other_fds",
     "set_loop_timeout", "set_post_loop_callback", "set_error_handler", "descriptor_map",
     "watched_sockets", "to_close", "reset", "poller_name", "have_epoll", "loop_passes",

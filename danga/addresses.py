@@ -139,3 +139,77 @@ def resolve(addr: Address, passive: bool) -> Tuple[int, tuple]:
         raise OSError(e.errno, f"danga: cannot resolve host {host!r} in {addr.url!r}: {e.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
+
+
+# -- formatting (the inverse direction: what the socket module returns) --------------------
+
+
+def format_address(family: int, addr: Any) -> Optional[str]:
+    """``"ip:port"``, ``"[v6]:port"``, a UNIX path or ``"@abstract"``; None
+    for an unnamed or unknown address."""
+    if family == socket.AF_INET:
+        return f"{addr[0]}:{addr[1]}"
+    if family == socket.AF_INET6:
+        return f"[{addr[0]}]:{addr[1]}"
+    if family == getattr(socket, "AF_UNIX", None):
+        if isinstance(addr, bytes):  # Linux abstract namespace
+            return "@" + addr[1:].decode("utf-8", "backslashreplace") if addr else None
+        return addr or None
+    return None
+
+
+def ip_of(family: int, addr: Any) -> Optional[str]:
+    """The IP address part of an AF_INET/AF_INET6 address, else None."""
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return addr[0]
+    return None
+
+
+class SocketAddresses:
+    """The Danga::Socket address helpers, mixed into ``Socket``.  They read
+    ``self.sock`` and cache what they learn in the socket's side object."""
+
+    __slots__ = ()
+    sock: Any
+
+    def _extras(self) -> Any: ...
+
+    def _address(self, which: str) -> Any:
+        """``(family, address)`` of the peer or the local end, cached; None if unknown."""
+        x = self._extras()
+        cached = getattr(x, which)
+        if cached is not None or self.sock is None:
+            return cached
+        try:
+            addr = self.sock.getpeername() if which == "peer" else self.sock.getsockname()
+        except OSError:
+            return None
+        fa = (self.sock.family, addr)
+        setattr(x, which, fa)
+        return fa
+
+    @property
+    def peer_address(self) -> Any:
+        """The peer's address as the socket module gives it, or None."""
+        fa = self._address("peer")
+        return fa[1] if fa is not None else None
+
+    def peer_ip_string(self) -> Optional[str]:
+        """The peer's IP address ("127.0.0.1", "::1"); None if not IP or unknown."""
+        fa = self._address("peer")
+        return ip_of(*fa) if fa is not None else None
+
+    def peer_addr_string(self) -> Optional[str]:
+        """"ip:port", "[v6]:port", a UNIX path or "@abstract"; None if unknown."""
+        fa = self._address("peer")
+        return format_address(*fa) if fa is not None else None
+
+    def local_ip_string(self) -> Optional[str]:
+        """The local IP address; None if not IP or unknown."""
+        fa = self._address("local")
+        return ip_of(*fa) if fa is not None else None
+
+    def local_addr_string(self) -> Optional[str]:
+        """The local address, formatted as ``peer_addr_string``."""
+        fa = self._address("local")
+        return format_address(*fa) if fa is not None else None

@@ -13,10 +13,8 @@ framing error closes the connection with reason ``"frame_error: ..."``.
 from __future__ import annotations
 
 import itertools
-from time import monotonic
 from typing import Any, Optional, Tuple
 
-from . import loop as _loop
 from .framing import Framer, FrameError
 from .socket import Socket
 
@@ -98,16 +96,12 @@ class Connection(Socket):
     def set_inactivity_timeout(self, seconds: float) -> None:
         """Close with reason ``"idle_timeout"`` after ``seconds`` without data
         moving (checked by the loop's one idle sweep); 0 turns it off."""
-        self.max_idle_time = seconds  # shadows the class attribute for this connection
-        if seconds:
-            self._idle_since(monotonic())
-            _loop._current._track_idle(self)
+        self.set_idle_timeout(seconds)
 
     @property
     def peer(self) -> Optional[Tuple[Any, ...]]:
         """The peer's address as the socket module gives it, or None."""
-        fa = self._addr("peer")
-        return fa[1] if fa is not None else None
+        return self.peer_address  # type: ignore[no-any-return]
 
     # -- the Socket side ---------------------------------------------------------------------
 

@@ -44,6 +44,14 @@ added with ``add_other_fds`` belong to the caller: removing one unregisters
 it and nothing more, and an event for an fd nobody claims unregisters that fd
 without closing it.
 
+Services
+--------
+Process state that modules above the loop keep (the signal pipe, the thread
+pool, worker pools, the EMFILE reserve descriptor) registers with the loop
+as a ``Service`` (danga/contract.py), by name.  ``reset()`` closes them all
+in one pass, the same way in the parent and in a forked child; the loop
+imports none of those modules.
+
 Fork
 ----
 After ``fork()`` the child shares the parent's epoll instance.  Any use of the
@@ -55,19 +63,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import weakref
-from time import monotonic
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
+from time import monotonic
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar
 
 from . import pollers
+from .contract import ByteChannel, Service, SocketSide
 from .pollers import READ
-from .timers import Timer, TimerQueue, delay_to_ms
-
-if TYPE_CHECKING:
-    from .socket import Socket
+from .timers import Timer, TimerQueue, cancel, delay_to_ms
 
 log = logging.getLogger("danga")
 
@@ -75,8 +79,9 @@ log = logging.getLogger("danga")
 #: sweep runs more often when a class's ``max_idle_time`` is short.
 IDLE_SWEEP_INTERVAL = 5.0
 
-PostLoopCallback = Callable[[Dict[int, "Socket"], Dict[int, Callable[[int], object]]], object]
-ErrorHandler = Callable[[Optional["Socket"], BaseException], object]
+PostLoopCallback = Callable[[Dict[int, Any], Dict[int, Callable[[int], object]]], object]
+ErrorHandler = Callable[[Optional[Any], BaseException], object]
+S = TypeVar("S", bound=Service)
 
 
 class ForkedLoopError(RuntimeError):
@@ -85,35 +90,33 @@ class ForkedLoopError(RuntimeError):
 
 class Loop:
     """Everything the event loop knows.  There is one per process, reached
-    through the module-level functions; ``reset()`` replaces it."""
+    through ``current()`` and the module-level functions; ``reset()``
+    replaces it.  The methods under "sockets" are ``contract.LoopSide``."""
 
     def __init__(self) -> None:
         self._poller: Optional[pollers.Poller] = None
-        self.descriptor_map: Dict[int, "Socket"] = {}
+        self.descriptor_map: Dict[int, SocketSide] = {}
         self.other_fds: Dict[int, Callable[[int], object]] = {}
         self.timers = TimerQueue()
         self.loop_timeout = -1
         self.post_loop_callback: Optional[PostLoopCallback] = None
         self.error_handler: Optional[ErrorHandler] = None
         self.now = monotonic()
-        self._to_close: List[Tuple["Socket", Any]] = []
-        self._push_back: Dict["Socket", None] = {}
-        self._plc: Dict["Socket", PostLoopCallback] = {}
+        self.services: Dict[str, Service] = {}
+        self._to_close: List[Tuple[SocketSide, Any]] = []
+        self._push_back: Dict[SocketSide, None] = {}
+        self._plc: Dict[SocketSide, PostLoopCallback] = {}
         self._fresh: set = set()
         self._dispatching = False
         self._running = False
         self._stop = False
         self._forked_from = 0
         self._idle_timer: Optional[Timer] = None
+        self._idle_tracked: "weakref.WeakSet[Any]" = weakref.WeakSet()
         # cross-thread wake-up: a pipe the loop watches, and callables to run
         self._wake_r = self._wake_w = -1
         self._ready: Deque[Callable[[], object]] = deque()
         self._wake_pending = False
-        self.signals: Any = None  # danga.signals.Signals, made on first use
-        self.executor: Any = None  # the defer() thread pool, made on first use
-        self.executor_size = 4
-        self.worker_pools: Any = None  # danga.workers' pools, by name, made on first use
-        self._idle_tracked: "weakref.WeakSet[Socket]" = weakref.WeakSet()
         self.passes = 0
 
     # -- the poller ---------------------------------------------------------
@@ -129,6 +132,24 @@ class Loop:
             self._wake_r, self._wake_w = r, w
             p.register(r, READ)
         return p
+
+    # -- services --------------------------------------------------------------
+
+    def service(self, name: str, make: Callable[["Loop"], S]) -> S:
+        """The service called ``name``, made with ``make(loop)`` on first use."""
+        svc = self.services.get(name)
+        if svc is None:
+            svc = self.services[name] = make(self)
+        return svc  # type: ignore[return-value]
+
+    def close_services(self, in_child: bool = False) -> None:
+        """Close every service, the last made first."""
+        for name in reversed(list(self.services)):
+            svc = self.services.pop(name)
+            try:
+                svc.close(in_child)
+            except Exception as exc:
+                log.error("danga: closing the %s service failed", name, exc_info=exc)
 
     # -- other threads -------------------------------------------------------------
 
@@ -154,7 +175,7 @@ class Loop:
             try:
                 cb()
             except Exception as exc:
-                self._callback_failed(None, exc, f"callback {cb!r} from another thread")
+                self.report_error(None, exc, f"callback {cb!r} from another thread")
 
     def _fork_error(self) -> None:
         raise ForkedLoopError(
@@ -162,9 +183,12 @@ class Loop:
             "and is using the loop it inherited; call danga.reset() in the child first"
         )
 
-    # -- sockets (called by Socket) ------------------------------------------
+    # -- sockets (contract.LoopSide) ------------------------------------------
 
-    def _add(self, obj: "Socket") -> None:
+    def channel(self, sock: Any) -> ByteChannel:
+        return self.poller().channel(sock)
+
+    def add_socket(self, obj: SocketSide, mask: int) -> None:
         fd = obj.fd
         poller = self.poller()
         old = self.descriptor_map.get(fd)
@@ -172,26 +196,30 @@ class Loop:
             # fd number reused behind the old owner's back: it no longer owns
             # this number, so it must neither close nor unregister it.
             log.warning("danga: fd %d reused while %r still held it; detaching the old owner", fd, old)
-            old._lost_fd()
+            old.loop_lost_fd()
             poller.unregister(fd)
-        poller.register(fd, obj._mask)
+        poller.register(fd, mask)
         self.descriptor_map[fd] = obj
         if self._dispatching:
             self._fresh.add(fd)
 
-    def _set_mask(self, obj: "Socket") -> None:
+    def set_interest(self, obj: SocketSide, mask: int) -> None:
         if self._forked_from:
             self._fork_error()
         if self.descriptor_map.get(obj.fd) is obj and self._poller is not None:
-            self._poller.modify(obj.fd, obj._mask)
+            self._poller.modify(obj.fd, mask)
 
-    def _park(self, obj: "Socket") -> None:
-        """Stop reporting a socket whose HUP/ERR its handlers did not close."""
+    def park(self, obj: SocketSide) -> None:
         if self.descriptor_map.get(obj.fd) is obj and self._poller is not None:
             self._poller.unregister(obj.fd)
 
-    def _release(self, obj: "Socket", sock: Any, steal: bool = False) -> None:
-        """``close()``/``steal_socket()``: unregister now; close now or at the end of the pass."""
+    def unpark(self, obj: SocketSide, mask: int) -> None:
+        if self.descriptor_map.get(obj.fd) is obj:
+            self.poller().register(obj.fd, mask)
+            if self._dispatching:
+                self._fresh.add(obj.fd)
+
+    def release(self, obj: SocketSide, sock: Any, steal: bool = False) -> None:
         if self._idle_tracked:
             self._untrack_idle(obj)
         self._plc.pop(obj, None)
@@ -217,17 +245,33 @@ class Loop:
             if owner:
                 del self.descriptor_map[fd]
 
-    def _want_push_back(self, obj: "Socket") -> None:
+    def want_push_back(self, obj: SocketSide) -> None:
         self._push_back[obj] = None
+
+    def pending_close(self) -> List[Any]:
+        """The raw sockets closed during this pass, released at its end."""
+        return [sock for _, sock in self._to_close]
+
+    def report_error(self, obj: Optional[SocketSide], exc: BaseException, what: str = "") -> None:
+        handler = self.error_handler
+        if handler is not None:
+            handler(obj, exc)  # may re-raise: Danga::Socket's behaviour
+            return
+        if obj is None:
+            log.error("danga: %s raised; the loop goes on", what or "a callback", exc_info=exc)
+            return
+        log.error("danga: %s raised in %s; closing it", obj.as_string(), what or "a callback", exc_info=exc)
+        if not obj.closed:
+            obj.close(f"exception: {type(exc).__name__}: {exc}")
 
     # -- the loop ---------------------------------------------------------------
 
     def run(self) -> None:
-        """Run passes until a post-loop callback returns false or ``stop()``."""
+        """Run passes until a post-loop callback returns false or ``stop()``.
+        (``danga.event_loop()`` adds Ctrl-C handling around it.)"""
         if self._running:
             raise RuntimeError("danga: event_loop() is already running")
         poller = self.poller()
-        sigint = self._take_sigint()
         if self._ready:  # handed over before the loop could be woken
             self._run_ready()
         self._running = True
@@ -246,14 +290,12 @@ class Loop:
                             self._unowned_event(fd, mask)
                             continue
                         try:
-                            if obj.closed:
-                                obj._event_after_close(mask)
-                            elif mask == READ:
+                            if mask == READ and not obj.closed:
                                 obj.event_read()
                             else:
-                                obj._dispatch(mask)
+                                obj.loop_dispatch(mask)
                         except Exception as exc:
-                            self._callback_failed(obj, exc)
+                            self.report_error(obj, exc)
                     self._dispatching = False
                     if fresh:
                         fresh.clear()
@@ -264,22 +306,6 @@ class Loop:
             self._dispatching = False
             self._running = False
             self._stop = False
-            if sigint:
-                from .signals import remove_signal_handler
-
-                remove_signal_handler(signal.SIGINT)
-
-    def _take_sigint(self) -> bool:
-        """While the loop runs, Ctrl-C ends it after the current pass instead
-        of raising KeyboardInterrupt wherever the interpreter happens to be.
-        Only when SIGINT has Python's default handler, in the main thread."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            return False
-        from .signals import add_signal_handler
-
-        add_signal_handler(signal.SIGINT, lambda signum: self.stop())
-        return True
 
     def _unowned_event(self, fd: int, mask: int) -> None:
         if fd == self._wake_r:
@@ -292,7 +318,7 @@ class Loop:
             try:
                 cb(mask)
             except Exception as exc:
-                self._callback_failed(None, exc, f"other-fd callback for fd {fd}")
+                self.report_error(None, exc, f"other-fd callback for fd {fd}")
             return
         # Nobody owns it (removed, stolen, or closed behind our back):
         # stop watching it, but never close what is not ours.
@@ -300,24 +326,15 @@ class Loop:
         if self._poller is not None:
             self._poller.unregister(fd)
 
+    def _report_timer_error(self, exc: BaseException, what: str) -> None:
+        self.report_error(None, exc, what)
+
     def _run_timers(self) -> int:
         """Run the due timers; return the poll timeout in ms."""
         now = self.now = monotonic()
         timers = self.timers
-        heap = timers._heap
-        hurry = False
-        if heap and heap[0][0] <= now:
-            for timer in timers.pop_due(now):
-                cb = timer[2]
-                if cb is None:
-                    continue  # cancelled by a timer that ran before it
-                timer[2] = None
-                try:
-                    cb()
-                except Exception as exc:
-                    self._callback_failed(None, exc, f"timer {cb!r}")
-            hurry = True  # let the post-loop step see what the timers changed
-        if hurry or self._push_back or self._stop:
+        # a timer that ran may have changed what the post-loop step sees: don't wait
+        if timers.run_due(now, self._report_timer_error) or self._push_back or self._stop:
             return 0
         deadline = timers.next_deadline()
         timeout = self.loop_timeout
@@ -333,23 +350,16 @@ class Loop:
             self._reap()
         keep = True
         dmap, other = self.descriptor_map, self.other_fds
-        if self._plc:
-            for obj, cb in list(self._plc.items()):
-                try:
-                    if not cb(dmap, other):
-                        keep = False
-                except Exception as exc:
-                    self._callback_failed(obj, exc, "post-loop callback")
-        global_cb = self.post_loop_callback
-        if global_cb is not None:
+        callbacks: List[Tuple[Optional[SocketSide], PostLoopCallback]] = list(self._plc.items())
+        if self.post_loop_callback is not None:
+            callbacks.append((None, self.post_loop_callback))
+        for obj, cb in callbacks:
             try:
-                if not global_cb(dmap, other):
+                if not cb(dmap, other):
                     keep = False
             except Exception as exc:
-                self._callback_failed(None, exc, "post-loop callback")
-        if self._stop:
-            keep = False
-        return keep
+                self.report_error(obj, exc, "post-loop callback")
+        return keep and not self._stop
 
     def _run_push_back(self) -> None:
         """Deliver pushed-back data through ``event_read`` while it is being
@@ -359,23 +369,19 @@ class Loop:
         for _ in range(10_000):
             progress = False
             for obj in list(pending):
-                left = obj._push_back_len()
-                if obj.closed or not left:
-                    pending.pop(obj, None)
-                    continue
-                if not obj._mask & READ:
-                    pending.pop(obj, None)  # parked until watch_read(True)
+                left = obj.loop_push_back_pending()
+                if not left or obj.closed:
+                    pending.pop(obj, None)  # consumed, closed, or parked until watch_read(True)
                     continue
                 try:
                     obj.event_read()
                 except Exception as exc:
-                    self._callback_failed(obj, exc)
-                now_left = obj._push_back_len()
-                if obj.closed or not now_left:
+                    self.report_error(obj, exc)
+                now_left = obj.loop_push_back_pending()
+                if now_left < left:
+                    progress = True
+                if not now_left:
                     pending.pop(obj, None)
-                    progress = True
-                elif now_left < left:
-                    progress = True
             if not progress:
                 break
         pending.clear()
@@ -387,18 +393,6 @@ class Loop:
             sock.close()
             if dmap.get(obj.fd) is obj:
                 del dmap[obj.fd]
-
-    def _callback_failed(self, obj: Optional["Socket"], exc: Exception, what: str = "") -> None:
-        handler = self.error_handler
-        if handler is not None:
-            handler(obj, exc)  # may re-raise: Danga::Socket's behaviour
-            return
-        if obj is None:
-            log.error("danga: %s raised; the loop goes on", what or "a callback", exc_info=exc)
-            return
-        log.error("danga: %s raised in %s; closing it", obj.as_string(), what or "a callback", exc_info=exc)
-        if not obj.closed:
-            obj.close(f"exception: {type(exc).__name__}: {exc}")
 
     # -- timers, other fds, callbacks --------------------------------------------
 
@@ -435,7 +429,7 @@ class Loop:
             self._poller.unregister(fd)
         return True
 
-    def set_post_loop_callback(self, obj: Optional["Socket"], cb: Optional[PostLoopCallback]) -> None:
+    def set_post_loop_callback(self, obj: Optional[SocketSide], cb: Optional[PostLoopCallback]) -> None:
         if cb is not None and not callable(cb):
             raise TypeError(f"danga: post-loop callback must be callable or None, got {cb!r}")
         if obj is None:
@@ -448,19 +442,22 @@ class Loop:
     def stop(self) -> None:
         self._stop = True
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called, until the loop has returned."""
+        return self._stop
+
     # -- idle sweep -------------------------------------------------------------
 
-    def _track_idle(self, obj: "Socket") -> None:
-        """``obj`` has a ``max_idle_time``: make sure the sweep runs."""
+    def track_idle(self, obj: SocketSide) -> None:
         self._idle_tracked.add(obj)
         self._ensure_idle_sweep(obj.max_idle_time)
 
-    def _untrack_idle(self, obj: "Socket") -> None:
+    def _untrack_idle(self, obj: SocketSide) -> None:
         tracked = self._idle_tracked
         tracked.discard(obj)
-        if not tracked and self._idle_timer is not None:
-            self._idle_timer.cancel()  # nobody left to sweep: no timer left behind
-            self._idle_timer = None
+        if not tracked:
+            self._idle_timer = cancel(self._idle_timer)  # nobody left to sweep: no timer left behind
 
     def _ensure_idle_sweep(self, max_idle: float) -> None:
         interval = min(IDLE_SWEEP_INTERVAL, max(0.01, max_idle / 4))
@@ -480,9 +477,7 @@ class Loop:
             limit = obj.max_idle_time
             if not limit or obj.closed:
                 continue
-            if obj._take_activity():
-                obj._idle_since(now)
-            elif now - obj._idle_since() >= limit:
+            if obj.loop_idle_for(now) >= limit:
                 obj.close("idle_timeout")
                 continue
             shortest = limit if not shortest else min(shortest, limit)
@@ -494,6 +489,7 @@ class Loop:
     def _discard(self) -> None:
         """Forget everything (``reset()``).  Registered sockets are not closed,
         as in Danga::Socket; in a forked child they are the parent's too."""
+        self.close_services(in_child=bool(self._forked_from))
         self.timers.clear()
         self._to_close.clear()
         self._push_back.clear()
@@ -501,13 +497,6 @@ class Loop:
         self.descriptor_map.clear()
         self.other_fds.clear()
         self._ready.clear()
-        if self.signals is not None:
-            self.signals.close(in_child=bool(self._forked_from))
-            self.signals = None
-        if self.executor is not None:
-            if not self._forked_from:  # a child has none of the pool's threads
-                self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = None
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -520,7 +509,7 @@ class Loop:
         """In a forked child: close the raw sockets the parent's loop held
         (no hooks run, nothing is unregistered from the shared epoll set)."""
         for obj in list(self.descriptor_map.values()):
-            sock = obj.sock
+            sock = getattr(obj, "sock", None)
             if sock is not None:
                 sock.close()
 
@@ -529,7 +518,8 @@ _current = Loop()
 
 
 def current() -> Loop:
-    """The process's loop."""
+    """The process's loop (a new one after every ``reset()``: look it up,
+    don't keep it)."""
     return _current
 
 
@@ -537,24 +527,28 @@ def reset(close_inherited: bool = False) -> None:
     """Forget all loop state and start afresh (Danga's ``Reset``); call it
     first thing in a forked child.  Sockets are forgotten, not closed, unless
     ``close_inherited`` (a child that serves nothing of its parent's should
-    close them, or the parent's clients never see their connections end)."""
+    close them, or the parent's clients never see their connections end).
+    Services (signal handlers, the thread pool, worker pools...) are closed,
+    while their loop is still the current one."""
     global _current
     old = _current
-    _current = Loop()
     if close_inherited:
         old.close_inherited()
     old._discard()
+    _current = Loop()
 
 
 def _after_fork_in_child() -> None:
-    if _current.signals is not None:
-        # Signals in the child must not wake (or stop) the parent's loop.
-        _current.signals.close(in_child=True)
-        _current.signals = None
-    _current._forked_from = _current._forked_from or _parent_pid
+    loop = _current
+    for svc in list(loop.services.values()):
+        try:
+            svc.after_fork()
+        except Exception as exc:
+            log.error("danga: a service failed after fork", exc_info=exc)
+    loop._forked_from = loop._forked_from or _parent_pid
     # A loop that never made a poller holds nothing of the parent's.
-    if _current._poller is None and not _current.descriptor_map and not len(_current.timers):
-        _current._forked_from = 0
+    if loop._poller is None and not loop.descriptor_map and not len(loop.timers):
+        loop._forked_from = 0
 
 
 _parent_pid = os.getpid()

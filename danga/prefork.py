@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import addresses
 from . import loop as _loop
-from .signals import add_signal_handler
+from .signals import add_signal_handler, run_loop
 from .transports import Listener
 
 log = logging.getLogger("danga")
@@ -81,15 +81,15 @@ class _Master:
         add_signal_handler(signal.SIGTERM, self.stop)
         add_signal_handler(signal.SIGINT, self.stop)
         add_signal_handler(signal.SIGCHLD, lambda s: self.reap())
-        _loop._current.add_timer(0.5, self.tick)  # SIGCHLD can be coalesced: look anyway
-        _loop._current.run()
+        _loop.current().add_timer(0.5, self.tick)  # SIGCHLD can be coalesced: look anyway
+        run_loop(_loop.current())
         _loop.reset()
 
     def tick(self) -> None:
         self.reap()
-        if _loop._current._stop:
+        if _loop.current().stopping:
             return
-        _loop._current.add_timer(0.1 if self.stopping_since is not None else 0.5, self.tick)
+        _loop.current().add_timer(0.1 if self.stopping_since is not None else 0.5, self.tick)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.stopping_since is None:
@@ -124,7 +124,7 @@ class _Master:
                 for pid in self.children:
                     _kill(pid, signal.SIGKILL)
             if not self.children:
-                _loop._current.stop()
+                _loop.current().stop()
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -155,17 +155,17 @@ def _child(family, bound, factory, grace, listen_options) -> None:
         check()
 
     def check() -> None:
-        open_conns = [s for s in _loop._current.descriptor_map.values() if not s.closed]
+        open_conns = [s for s in _loop.current().descriptor_map.values() if not s.closed]
         if not open_conns or time.monotonic() >= state["deadline"]:
             for s in open_conns:
                 s.close("shutdown")
-            _loop._current.stop()
+            _loop.current().stop()
         else:
-            _loop._current.add_timer(0.02, check)
+            _loop.current().add_timer(0.02, check)
 
     add_signal_handler(signal.SIGTERM, drain_and_stop)
     add_signal_handler(signal.SIGINT, lambda s: None)  # the master decides (Ctrl-C reaches the whole group)
-    _loop._current.run()
+    run_loop(_loop.current())
 
 
 __all__ = ["serve"]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any, Callable, Dict, List
+import threading
+from typing import Any, Callable, Dict, List, Optional
 
 from . import loop as _loop
 
@@ -21,7 +22,8 @@ log = logging.getLogger("danga")
 
 
 class Signals:
-    """The loop's signal state: the pipe, the handlers, what they replaced."""
+    """The loop's signal state: the pipe, the handlers, what they replaced.
+    A ``Service`` of the loop, called ``"signals"``."""
 
     def __init__(self, loop: "_loop.Loop") -> None:
         self.loop = loop
@@ -54,7 +56,7 @@ class Signals:
                 try:
                     cb(signum)
                 except Exception as exc:
-                    self.loop._callback_failed(None, exc, f"signal handler for {signal.Signals(signum).name}")
+                    self.loop.report_error(None, exc, f"signal handler for {signal.Signals(signum).name}")
 
     def close(self, in_child: bool = False) -> None:
         """Undo everything; in a forked child, without touching the parent's
@@ -76,6 +78,12 @@ class Signals:
         os.close(self.r)
         os.close(self.w)
 
+    def after_fork(self) -> None:
+        """Signals in a forked child must not wake (or stop) the parent's loop."""
+        self.close(in_child=True)
+        if self.loop.services.get("signals") is self:
+            del self.loop.services["signals"]
+
 
 def _noop(signum, frame) -> None:
     """The Python-level handler: the work happens in the loop pass."""
@@ -86,14 +94,27 @@ def add_signal_handler(signum: int, callback: Callable[[int], object]) -> None:
     ``signum`` arrives.  Must be called from the main thread.  The first
     handler for a signal replaces Python's (for SIGINT that means no
     KeyboardInterrupt; call ``danga.stop()`` from it instead)."""
-    loop = _loop._current
-    if loop.signals is None:
-        loop.poller()
-        loop.signals = Signals(loop)
-    loop.signals.add(signal.Signals(signum), callback)
+    loop = _loop.current()
+    loop.poller()
+    loop.service("signals", Signals).add(signal.Signals(signum), callback)
 
 
 def remove_signal_handler(signum: int) -> bool:
     """Remove the handlers for ``signum`` and restore the previous one."""
-    loop = _loop._current
-    return loop.signals.remove(signum) if loop.signals is not None else False
+    svc: Optional[Signals] = _loop.current().services.get("signals")  # type: ignore[assignment]
+    return svc.remove(signum) if svc is not None else False
+
+
+def run_loop(loop: "_loop.Loop") -> None:
+    """``loop.run()``, with Ctrl-C ending it after the current pass instead of
+    raising KeyboardInterrupt wherever the interpreter happens to be.  Only
+    while SIGINT has Python's default handler, in the main thread."""
+    take = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if take:
+        add_signal_handler(signal.SIGINT, lambda signum: loop.stop())
+    try:
+        loop.run()
+    finally:
+        if take:
+            remove_signal_handler(signal.SIGINT)

@@ -9,75 +9,55 @@ The write path
 --------------
 ``write()`` tries ``send`` at once when nothing is queued, so the common case
 (a small reply to a socket with room in its buffer) costs one syscall and no
-allocation.  Only the part the kernel did not take is queued: a memoryview
-slice of a ``bytes`` object (no copy), or a copy of a ``bytearray`` or
-``memoryview`` (which the caller may change later).  A backlog is flushed
-with one ``sendmsg`` of up to IOV_MAX buffers (and about 1 MiB).  Callables in the queue run
-once everything queued before them has been sent.  While data is queued the
-library watches for writability itself and stops once the queue is empty.
+allocation.  Only the part the kernel did not take is queued, in a
+``WriteQueue`` (danga/writequeue.py, which owns all the accounting): a
+memoryview slice of a ``bytes`` object (no copy), or a copy of a
+``bytearray`` or ``memoryview`` (which the caller may change later).  While
+data is queued the library watches for writability itself and stops once
+the queue is empty.  Every byte ``write`` accepts is sent, or counted in
+``unsent`` when the socket closes.
+
+Bytes come and go through ``self._io``, the channel the poller backend gave
+for this socket (``danga.contract.ByteChannel``): the socket itself for the
+readiness backends, the backend's own object for a completion-based one.
 
 Memory
 ------
 ``__slots__`` and no per-socket receive buffer: an idle connection costs the
 object and its socket.  State that most sockets never use (pushed-back data,
 a deadline, the close reason, cached addresses) lives in a small side object
-made on first use.  ``read()`` and ``write()`` each test one slot to take
-their fast path (``_pb`` and ``_wq`` are None only while the socket is open
-with nothing pushed back, nothing queued).
+made on first use, and the write queue exists only while something is
+queued.  ``read()`` and ``write()`` each test one slot to take their fast
+path (``_pb`` and ``_wq`` are None only while the socket is open with nothing
+pushed back, nothing queued).
 """
 from __future__ import annotations
 
 import errno
 import logging
 import socket as _socket
-from collections import deque
 from time import monotonic
 from typing import Any, Callable, Optional, Union
 
+from . import addresses, checks
 from . import loop as _loop
+from .connecting import Connecting
+from .perl import SocketSpellings
 from .pollers import ERR, HUP, READ, WRITE
-from .timers import Timer
+from .sockstate import AUTO_WRITE, CONNECTING, EOF, HUP_WAITS, LINGER, PARKED, Extras
+from .timers import cancel
+from .writequeue import WriteQueue
 
 log = logging.getLogger("danga")
 
-MAX_READ = 1 << 20  # one read() returns at most this much (the buffer is allocated up front)
-IOV_MAX = 1024  # buffers per sendmsg
-# Bytes gathered into one sendmsg: enough to fill a socket buffer; more only
-# makes the kernel import and walk a longer iovec for data it cannot take.
-GATHER_BYTES = 1 << 20
-
-# _state bits
-_EOF = 1  # read() has seen EOF or a read error
-_AUTO_WRITE = 2  # the library, not the user, turned write interest on
-_PAUSED = 8  # event_write_paused() was called, event_write_resumed() not yet
-_CONNECTING = 16  # a non-blocking connect is in progress
-_LINGER = 32  # closed for the user, still flushing after the peer's EOF
+MAX_READ = checks.MAX_READ
 
 _CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() leaves its fast path
 
 Writable = Union[bytes, bytearray, memoryview, Callable[[], Any], None]
 
 
-class _Extras:
-    """Per-socket state that most sockets never need."""
-
-    __slots__ = ("deadline", "close_reason", "unsent", "idle_since", "corked", "peer", "local",
-                 "read_error", "on_close", "connect_timer")
-
-    def __init__(self) -> None:
-        self.on_close: Optional[list] = None
-        self.connect_timer: Optional[Timer] = None
-        self.deadline: Optional[Timer] = None
-        self.close_reason: Optional[str] = None
-        self.unsent = 0
-        self.idle_since = 0.0
-        self.corked = False
-        self.peer: Any = None
-        self.local: Any = None
-        self.read_error: Optional[str] = None
-
-
-class Socket:
+class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
     """An event-driven, non-blocking socket registered with the loop.
 
     ``Socket(sock)`` makes ``sock`` non-blocking and registers it.  Neither
@@ -99,7 +79,7 @@ class Socket:
       peer that never reads cannot grow the process without bound.
     """
 
-    __slots__ = ("sock", "fd", "closed", "write_buf_size", "_mask", "_wq", "_state", "_active", "_pb", "_x", "__weakref__")
+    __slots__ = ("sock", "fd", "closed", "_io", "_mask", "_wq", "_state", "_active", "_pb", "_x", "__weakref__")
 
     max_idle_time: float = 0
     write_high_water: int = 64 * 1024
@@ -109,33 +89,28 @@ class Socket:
     close_linger: float = 30.0
 
     def __init__(self, sock: _socket.socket) -> None:
-        try:
-            fd = sock.fileno()
-        except AttributeError:
-            raise TypeError(f"danga.Socket wraps a socket object, got {type(sock).__name__}") from None
-        if fd < 0:
-            raise ValueError("danga.Socket was given a closed socket")
+        fd = checks.wrappable_fd(sock)
         sock.setblocking(False)
+        loop = _loop.current()
         self.sock: Any = sock  # a socket.socket, or an FdStream for pipes; None once closed
         self.fd = fd
         self.closed = False
-        self.write_buf_size = 0
+        self._io: Any = loop.channel(sock)  # where the bytes go: see danga.contract.ByteChannel
         self._mask = 0
-        self._wq: Any = None  # None, a deque of queued items, or _CLOSED
+        self._wq: Any = None  # None, a WriteQueue, or _CLOSED
         self._state = 0
         self._active = False  # data moved since the last idle sweep
         self._pb: Any = None  # pushed-back bytes; b"" once closed
-        self._x: Optional[_Extras] = None
-        loop = _loop._current
-        loop._add(self)
+        self._x: Optional[Extras] = None
+        loop.add_socket(self, 0)
         if self.max_idle_time:
             self._extras().idle_since = monotonic()  # not loop.now: that is when the pass began
-            loop._track_idle(self)
+            loop.track_idle(self)
 
-    def _extras(self) -> _Extras:
+    def _extras(self) -> Extras:
         x = self._x
         if x is None:
-            x = self._x = _Extras()
+            x = self._x = Extras()
         return x
 
     # -- reading ------------------------------------------------------------------
@@ -150,7 +125,7 @@ class Socket:
         # pushed back (close() sets it to b"").
         if self._pb is None and n.__class__ is int and 0 < n <= MAX_READ:
             try:
-                data = self.sock.recv(n)
+                data = self._io.recv(n)
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError as e:
@@ -158,30 +133,27 @@ class Socket:
             if data:
                 self._active = True
                 return data
-            self._state |= _EOF
+            self._state |= EOF
             return None
         return self._read_slow(n)
 
     def _read_slow(self, n: int) -> Optional[bytes]:
         if self.closed:
             return None
-        n = _check_count(n)
-        if self._pb:
-            return self._read_push_back(n)
-        return self.read(n)  # a valid count, nothing pushed back: the fast path
-
-    def _read_failed(self, e: OSError) -> Optional[bytes]:
-        self._state |= _EOF
-        self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
-        return None
-
-    def _read_push_back(self, n: int) -> bytes:
+        n = checks.read_count(n)
         data = self._pb
+        if not data:
+            return self.read(n)  # a valid count, nothing pushed back: the fast path
         if len(data) <= n:
             self._pb = None
             return data
         self._pb = data[n:]
         return data[:n]
+
+    def _read_failed(self, e: OSError) -> None:
+        self._state |= EOF
+        self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
+        return None
 
     def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Give back bytes that were read but not used: the next ``read()``
@@ -195,19 +167,17 @@ class Socket:
         if not data:
             return
         self._pb = bytes(data) + (self._pb or b"")
-        _loop._current._want_push_back(self)
-
-    def _push_back_len(self) -> int:
-        return len(self._pb) if self._pb else 0
+        _loop.current().want_push_back(self)
 
     # -- writing --------------------------------------------------------------------
 
     def write(self, data: Writable) -> bool:
         """Send ``data`` now, or queue what cannot be sent yet.
 
-        ``data`` is ``bytes``, ``bytearray`` or ``memoryview`` (copied if it
-        must be queued), a callable (run once everything written before it
-        has been sent), or ``None`` (flush the queue).
+        ``data`` is ``bytes``, ``bytearray`` or ``memoryview`` (or any other
+        bytes-like object; copied if it must be queued), a callable (run
+        once everything written before it has been sent), or ``None``
+        (flush the queue).
 
         Returns True when everything is sent, False when some is queued or
         the socket was closed by a write error (check ``closed``).  On a
@@ -217,166 +187,121 @@ class Socket:
         # Fast path: nothing queued (and open: close() sets _wq to ()), bytes.
         if self._wq is None and data.__class__ is bytes:
             try:
-                n = self.sock.send(data)
+                n = self._io.send(data)
             except (BlockingIOError, InterruptedError):
-                n = 0
+                return self._blocked(data)
             except OSError as e:
                 return self._write_failed(e, len(data))
             if n == len(data):
                 self._active = True
                 return True
-            return self._queue_rest(memoryview(data)[n:], n)
+            if n:
+                self._active = True
+            return self._enqueue(memoryview(data)[n:], len(data) - n)
         return self._write_slow(data)
 
     def _write_slow(self, data: Any) -> bool:
+        if data is None:
+            return self._flush() if self._wq is not None and not self.closed else True
+        if callable(data):
+            if self.closed:
+                return True
+            if self._wq is None:
+                data()
+                return not self.write_buf_size  # it may have written more than could go out
+            return self._enqueue(data, 1)
+        view = checks.bytes_view(data)
         if self.closed:
-            if data is not None and not isinstance(data, (bytes, bytearray, memoryview)) and not callable(data):
-                raise _type_error(data)
             return True
         if self._wq is not None:
-            if data is None:
-                return self._flush()
-            return self._enqueue(data)
-        cls = data.__class__
-        if cls is bytearray or cls is memoryview:
-            view = memoryview(data).cast("B") if cls is memoryview else memoryview(data)
-        elif data is None:
-            return True
-        elif callable(data):
-            data()
-            return True
-        else:
-            raise _type_error(data)
+            if not view and not self._queue_empty_writes:
+                return not self._wq.items
+            return self._enqueue(view.tobytes() if data.__class__ is not bytes else data, len(view))
         try:
-            n = self.sock.send(view)
+            n = self._io.send(view)
         except (BlockingIOError, InterruptedError):
-            n = 0
+            return self._blocked(bytes(view))  # a copy: the caller may reuse its buffer
         except OSError as e:
             return self._write_failed(e, len(view))
+        if n:
+            self._active = True
         if n == len(view):
-            self._active = True
             return True
-        return self._queue_rest(bytes(view[n:]), n)  # a copy: the caller may reuse its buffer
+        return self._enqueue(bytes(view[n:]), len(view) - n)  # a copy: the caller may reuse its buffer
 
-    def _queue_rest(self, rest: Any, sent: int) -> bool:
-        """The first write that could not send everything: queue the rest."""
-        if sent:
-            self._active = True
-        self._wq = deque((rest,))
-        self.write_buf_size = len(rest)
-        if self.write_buf_size > self.write_high_water and self._over_limits():
-            return False
-        self.on_incomplete_write()
-        return False
+    #: whether ``write(b"")`` is an item of its own (a datagram) or nothing (a stream)
+    _queue_empty_writes = False
+    #: the queue made for the first write that cannot go out at once
+    _queue_class = WriteQueue
 
-    def _enqueue(self, data: Any) -> bool:
-        cls = data.__class__
-        if cls is bytes:
-            if not data:
-                return False
-            size = len(data)
-        elif cls is bytearray or cls is memoryview:
-            data = bytes(data)
-            if not data:
-                return False
-            size = len(data)
-        elif callable(data):
-            size = 1
-        else:
-            raise _type_error(data)
-        self._wq.append(data)
-        self.write_buf_size += size
-        if self.write_buf_size > self.write_high_water:
-            self._over_limits()
-        return False
+    def _blocked(self, data: bytes) -> bool:
+        """Nothing could be sent now: all of ``data`` waits (an empty write
+        is nothing on a stream, a datagram of its own otherwise)."""
+        if not data and not self._queue_empty_writes:
+            return True
+        return self._enqueue(data, len(data))
 
-    def _over_limits(self) -> bool:
-        """Queue grew past the high-water mark: pause hook, or the hard limit.
-        Returns True if the socket was closed."""
-        limit = self.write_buffer_limit
-        if limit is not None and self.write_buf_size > limit:
+    def _enqueue(self, item: Any, size: int) -> bool:
+        """Queue ``item``: on the first backlog, make the queue and ask for
+        writability; close with ``"write_buffer_limit"`` beyond the hard limit."""
+        q = self._wq
+        first = q is None
+        if first:
+            q = self._wq = self._queue_class(self)
+        if not q.append(item, size):
             self.close("write_buffer_limit")
-            return True
-        if not self._state & _PAUSED:
-            self._state |= _PAUSED
-            self.event_write_paused()
-        return self.closed
+        elif first and not self.closed:
+            self.on_incomplete_write()
+        return False
 
     def _flush(self) -> bool:
-        wq = self._wq
-        sock = self.sock
-        while wq:
-            head = wq[0]
-            cls = head.__class__
-            if cls is not bytes and cls is not memoryview:
-                wq.popleft()
-                self.write_buf_size -= 1
-                head()
-                if self._wq is not wq:  # the callable closed the socket
-                    return True
-                continue
-            bufs = []
-            want = 0
-            for item in wq:
-                cls = item.__class__
-                if cls is not bytes and cls is not memoryview:
-                    break
-                bufs.append(item)
-                want += len(item)
-                if want >= GATHER_BYTES or len(bufs) == IOV_MAX:
-                    break
-            try:
-                n = sock.send(bufs[0]) if len(bufs) == 1 else sock.sendmsg(bufs)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as e:
-                return self._write_failed(e, self.write_buf_size)
-            if n:
+        """Send what is queued; True once the queue is empty."""
+        q = self._wq
+        if self._state & CONNECTING:
+            return not q.items  # held until event_connected()
+        try:
+            if q.flush(self._io):
                 self._active = True
-                self.write_buf_size -= n
-                left = n
-                while left:  # drop what went out; a partly sent head keeps its rest
-                    ln = len(wq[0])
-                    if left < ln:
-                        wq[0] = memoryview(wq[0])[left:]
-                        break
-                    wq.popleft()
-                    left -= ln
-            if n < want:
-                if self._state & _PAUSED and self.write_buf_size <= self.write_low_water:
-                    self._resumed()
-                self.on_incomplete_write()
-                return False
-        self._wq = None
-        if self._state & _PAUSED:
-            self._resumed()
-        if self._state & _AUTO_WRITE and not self.closed:
-            self._state &= ~_AUTO_WRITE
-            self._set_mask(self._mask & ~WRITE)
+        except OSError as e:
+            return self._write_failed(e)
+        if self._wq is not q:  # a queued callable (or a hook) closed the socket
+            return True
+        if q.items:
+            self.on_incomplete_write()
+            return False
+        if not q.flushing:  # a flush further up the stack still walks this queue
+            self._wq = None
+            if self._state & AUTO_WRITE and not self.closed:
+                self._state &= ~AUTO_WRITE
+                self._set_mask(self._mask & ~WRITE)
         return True
 
-    def _resumed(self) -> None:
-        self._state &= ~_PAUSED
-        self.event_write_resumed()
-
-    def _write_failed(self, e: OSError, unsent: int) -> bool:
+    def _write_failed(self, e: OSError, lost: int = 0) -> bool:
+        """A send failed: close, counting ``lost`` (bytes never queued) with the queue as unsent."""
         name = errno.errorcode.get(e.errno or 0, "")
         reason = name if name in ("EPIPE", "ECONNRESET") else f"write_error: {name or e}"
-        self.write_buf_size = max(self.write_buf_size, unsent)
-        if self._state & _LINGER:
+        x = self._extras()
+        x.unsent += lost
+        if self._state & LINGER:
             self._finish_close()  # already closed for the user; the peer is gone
         else:
-            self._state |= _EOF
-            self._extras().read_error = reason  # no lingering after a write error
+            self._state |= EOF
+            x.read_error = reason  # no lingering after a write error
             self.close(reason)
         return False
+
+    @property
+    def write_buf_size(self) -> int:
+        """Bytes queued and not yet sent (a queued callable counts 1)."""
+        q = self._wq
+        return q.size if q else 0
 
     def on_incomplete_write(self) -> None:
         """Called when a write could not send everything.  The default turns
         on write interest (and remembers that the library did, so it turns it
         off again once the queue drains)."""
         if not self._mask & WRITE:
-            self._state |= _AUTO_WRITE
+            self._state |= AUTO_WRITE
             self._set_mask(self._mask | WRITE)
 
     # -- interest -----------------------------------------------------------------------
@@ -389,7 +314,7 @@ class Socket:
         if mask != self._mask:
             self._set_mask(mask)
         if on and self._pb:
-            _loop._current._want_push_back(self)
+            _loop.current().want_push_back(self)
 
     def watch_write(self, on: bool = True) -> None:
         """Ask for (or stop) ``event_write`` calls when the socket is writable.
@@ -398,14 +323,23 @@ class Socket:
         drains (the default ``event_write`` turns it off then)."""
         if self.closed:
             return
-        self._state &= ~_AUTO_WRITE
+        self._state &= ~AUTO_WRITE
         mask = self._mask | WRITE if on else self._mask & ~WRITE
         if mask != self._mask:
             self._set_mask(mask)
 
     def _set_mask(self, mask: int) -> None:
         self._mask = mask
-        _loop._current._set_mask(self)
+        state = self._state
+        if not state & PARKED:
+            _loop.current().set_interest(self, mask)
+        elif state & HUP_WAITS and mask & READ:
+            self._state = state & ~(PARKED | HUP_WAITS)  # the unread data, then the HUP
+            _loop.current().unpark(self, mask)
+
+    def _park(self, hup_waits: bool = False) -> None:
+        self._state |= PARKED | (HUP_WAITS if hup_waits else 0)
+        _loop.current().park(self)
 
     @property
     def watching_read(self) -> bool:
@@ -415,11 +349,19 @@ class Socket:
     def watching_write(self) -> bool:
         return bool(self._mask & WRITE)
 
-    # -- dispatch (called by the loop for anything but a plain read event) ---------------
+    # -- the loop's side of the contract (danga.contract.SocketSide) ----------------------
 
-    def _dispatch(self, mask: int) -> None:
-        """Deliver ``mask``: read, write, err, hup, none after a close."""
-        if self._state & _CONNECTING:
+    def loop_dispatch(self, mask: int) -> None:
+        """Deliver ``mask``: read, write, err, hup; after a close, only what
+        a lingering socket needs."""
+        if self.closed:
+            if self._state & LINGER:
+                if mask & (ERR | HUP) and not mask & WRITE:
+                    self._finish_close()
+                elif self._flush() and self._state & LINGER:
+                    self._finish_close()
+            return
+        if self._state & CONNECTING:
             if mask & (WRITE | ERR | HUP):
                 self._connect_finished()
             return
@@ -432,10 +374,15 @@ class Socket:
             if self.closed:
                 return
         if mask & (ERR | HUP):
-            # Unread data may arrive together with HUP: keep delivering
-            # event_read until read() has seen EOF, then report the HUP.
-            if mask & READ and self._mask & READ and not self._state & _EOF:
-                return
+            if not self._state & EOF:
+                # Unread data may come with a HUP: keep delivering event_read
+                # until read() sees EOF; while reading is paused, hold the HUP
+                # back until it resumes.
+                if mask & READ and self._mask & READ:
+                    return
+                if mask == HUP and not self._mask & READ and self._may_have_unread_data():
+                    self._park(hup_waits=True)
+                    return
             if mask & ERR:
                 self.event_err()
                 if self.closed:
@@ -443,69 +390,35 @@ class Socket:
             if mask & HUP:
                 self.event_hup()
             if not self.closed:
-                # Level-triggered HUP/ERR would be reported on every pass.
-                _loop._current._park(self)
+                self._park()  # level-triggered HUP/ERR would be reported on every pass
 
-    # -- connecting -------------------------------------------------------------------------
-
-    def _begin_connect(self, timeout: Optional[float]) -> None:
-        """Called by ``danga.connect`` right after construction: wait for the
-        non-blocking connect; writes meanwhile are queued."""
-        self._state |= _CONNECTING
-        if self._wq is None:
-            self._wq = deque()
-        self._loop_mask(self._mask | WRITE)
-        if timeout is not None:
-            self._extras().connect_timer = _loop._current.add_timer(timeout, self._connect_timed_out)
-
-    def _loop_mask(self, mask: int) -> None:
-        self._mask = mask
-        _loop._current._set_mask(self)
-
-    def _connect_timed_out(self) -> None:
-        if self._state & _CONNECTING and not self.closed:
-            self._connect_failed("ETIMEDOUT")
-
-    def _connect_finished(self) -> None:
-        err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-        if err:
-            self._connect_failed(errno.errorcode.get(err, str(err)))
-            return
-        self._state &= ~_CONNECTING
-        x = self._x
-        if x is not None and x.connect_timer is not None:
-            x.connect_timer.cancel()
-            x.connect_timer = None
-        self._loop_mask(self._mask & ~WRITE)
-        if self._wq is not None and not self._wq:
-            self._wq = None
-        self.event_connected()
-        if not self.closed and self._wq is not None:
-            self._flush()
-
-    def _connect_failed(self, name: str) -> None:
-        self._state &= ~_CONNECTING
-        x = self._extras()
-        if x.connect_timer is not None:
-            x.connect_timer.cancel()
-            x.connect_timer = None
+    def _may_have_unread_data(self) -> bool:
+        sock = self.sock
+        if not isinstance(sock, _socket.socket):
+            return True  # a pipe cannot be peeked at: assume there is some
         try:
-            self.event_connect_failed(name)
-        finally:
-            self.close(f"connect_failed: {name}")
+            return bool(sock.recv(1, _socket.MSG_PEEK))
+        except OSError:
+            return False
 
-    def event_connected(self) -> None:
-        """A ``danga.connect`` completed (EventMachine's ``connection_completed``)."""
+    def loop_push_back_pending(self) -> int:
+        pb = self._pb
+        return len(pb) if pb and self._mask & READ else 0
 
-    def event_connect_failed(self, error: str) -> None:
-        """A ``danga.connect`` failed; ``error`` is the errno name
-        ("ECONNREFUSED", "ETIMEDOUT" for the connect timeout...).  The socket
-        is closed right after, with reason ``"connect_failed: <error>"``."""
+    def loop_idle_for(self, now: float) -> float:
+        x = self._extras()
+        if self._active:
+            self._active = False
+            x.idle_since = now
+            return 0.0
+        return now - x.idle_since
 
-    @property
-    def connecting(self) -> bool:
-        """True while a ``danga.connect`` is in progress."""
-        return bool(self._state & _CONNECTING)
+    def loop_lost_fd(self) -> None:
+        sock = self._teardown()
+        if sock is not None:
+            sock.detach()
+        self.closed = True
+        self._extras().close_reason = "fd_reused"
 
     # -- events (override these) ------------------------------------------------------
 
@@ -559,12 +472,12 @@ class Socket:
         x = self._extras()
         x.close_reason = reason
         self._pb = b""
-        if x.deadline is not None:
-            x.deadline.cancel()
-            x.deadline = None
-        if (self._state & _EOF and self._wq and x.read_error is None and self.flush_on_eof_close
-                and not self._state & _CONNECTING):
-            self._linger()
+        x.deadline = cancel(x.deadline)
+        if (self._state & EOF and self._wq and x.read_error is None and self.flush_on_eof_close
+                and not self._state & (CONNECTING | PARKED)):
+            self._state |= LINGER  # closed for the user, still sending what the peer waits for
+            self._set_mask(WRITE)
+            x.deadline = _loop.current().add_timer(self.close_linger, self._linger_expired)
         else:
             self._finish_close()
         if x.on_close:
@@ -573,44 +486,35 @@ class Socket:
                 try:
                     cb(self, reason)
                 except Exception as exc:
-                    _loop._current._callback_failed(None, exc, "close watcher")
-
-    def _linger(self) -> None:
-        """Closed for the user, but still sending what the peer is waiting for."""
-        self._state |= _LINGER
-        self._set_mask(WRITE)
-        self._extras().deadline = _loop._current.add_timer(self.close_linger, self._linger_expired)
+                    _loop.current().report_error(None, exc, "close watcher")
 
     def _linger_expired(self) -> None:
-        self._extras().deadline = None
-        if self._state & _LINGER:
+        if self._state & LINGER:
             log.info("danga: %s: gave up sending %d bytes after %gs", self.as_string(), self.write_buf_size,
                      self.close_linger)
             self._finish_close()
 
-    def _event_after_close(self, mask: int) -> None:
-        """An event for a closed socket: only a lingering one wants it."""
-        if not self._state & _LINGER:
-            return
-        if mask & (ERR | HUP) and not mask & WRITE:
-            self._finish_close()
-            return
-        if self._flush() and self._state & _LINGER:
-            self._finish_close()
+    def _teardown(self) -> Any:
+        """Drop the queue (counted in ``unsent``), the timers and the socket
+        object; return the socket object (None if it was already gone)."""
+        x = self._extras()
+        self._state &= ~LINGER
+        x.deadline = cancel(x.deadline)
+        x.connect_timer = cancel(x.connect_timer)
+        q = self._wq
+        if q:
+            x.unsent += q.discard()
+        self._wq = _CLOSED
+        self._pb = b""
+        sock, self.sock = self.sock, None
+        return sock
 
     def _finish_close(self) -> None:
         """Release the descriptor (now, or at the end of the pass)."""
         x = self._extras()
-        self._state &= ~_LINGER
-        if x.deadline is not None:
-            x.deadline.cancel()
-            x.deadline = None
-        x.unsent = self.write_buf_size
+        sock = self._teardown()
         if x.unsent:
             log.debug("danga: %s closed (%s) with %d bytes unsent", self.as_string(), x.close_reason, x.unsent)
-        self._wq = _CLOSED
-        self.write_buf_size = 0
-        sock, self.sock = self.sock, None
         if sock is None:
             return
         if x.corked:
@@ -618,15 +522,12 @@ class Socket:
                 _set_cork(sock, False)  # push out what the cork holds
             except OSError:
                 pass
-        if x.connect_timer is not None:
-            x.connect_timer.cancel()
-            x.connect_timer = None
-        _loop._current._release(self, sock)
+        _loop.current().release(self, sock)
 
     @property
     def lingering(self) -> bool:
         """True while a closed socket is still sending queued data."""
-        return bool(self._state & _LINGER)
+        return bool(self._state & LINGER)
 
     def add_close_watcher(self, cb: Callable[["Socket", str], object]) -> None:
         """Call ``cb(socket, reason)`` once, when this socket is closed."""
@@ -645,31 +546,10 @@ class Socket:
         if self.closed:
             return None
         self.closed = True
-        x = self._extras()
-        x.close_reason = "stolen"
-        x.unsent = self.write_buf_size
-        if x.deadline is not None:
-            x.deadline.cancel()
-            x.deadline = None
-        self._wq = _CLOSED
-        self._pb = b""
-        self.write_buf_size = 0
-        sock, self.sock = self.sock, None
-        _loop._current._release(self, sock, steal=True)
+        self._extras().close_reason = "stolen"
+        sock = self._teardown()
+        _loop.current().release(self, sock, steal=True)
         return sock
-
-    def _lost_fd(self) -> None:
-        """Another socket was registered on our fd number: we no longer own
-        it, so detach without closing anything."""
-        sock = self.sock
-        if sock is not None:
-            sock.detach()
-        self.sock = None
-        self.closed = True
-        self._wq = _CLOSED
-        self._pb = b""
-        self.write_buf_size = 0
-        self._extras().close_reason = "fd_reused"
 
     @property
     def close_reason(self) -> Optional[str]:
@@ -690,22 +570,18 @@ class Socket:
         if self.closed:
             return
         x = self._extras()
-        if x.deadline is not None:
-            x.deadline.cancel()
-            x.deadline = None
+        x.deadline = cancel(x.deadline)
         if seconds is not None:
-            x.deadline = _loop._current.add_timer(seconds, lambda: self.close(reason))
+            x.deadline = _loop.current().add_timer(seconds, lambda: self.close(reason))
 
-    def _take_activity(self) -> bool:
-        active = self._active
-        self._active = False
-        return active
-
-    def _idle_since(self, now: Optional[float] = None) -> float:
-        x = self._extras()
-        if now is not None:
-            x.idle_since = now
-        return x.idle_since
+    def set_idle_timeout(self, seconds: float) -> None:
+        """Close with reason ``"idle_timeout"`` after ``seconds`` without data
+        moving (this socket's own ``max_idle_time``; 0 turns it off).  Needs
+        an instance ``__dict__``, which every subclass without ``__slots__`` has."""
+        self.max_idle_time = seconds
+        if seconds and not self.closed:
+            self._extras().idle_since = monotonic()
+            _loop.current().track_idle(self)
 
     # -- per-socket post-loop callback --------------------------------------------------
 
@@ -713,7 +589,7 @@ class Socket:
         """Run ``cb(descriptor_map, other_fds)`` after every loop pass while
         this socket is open; a false return ends ``event_loop()``.  None
         removes it."""
-        _loop._current.set_post_loop_callback(self, cb)
+        _loop.current().set_post_loop_callback(self, cb)
 
     # -- socket options -------------------------------------------------------------------
 
@@ -738,59 +614,6 @@ class Socket:
             return  # not a TCP socket: nothing to cork
         x.corked = on
 
-    # -- addresses ----------------------------------------------------------------------------
-
-    def _addr(self, which: str) -> Any:
-        x = self._extras()
-        cached = getattr(x, which)
-        if cached is not None:
-            return cached
-        if self.sock is None:
-            return None
-        try:
-            addr = self.sock.getpeername() if which == "peer" else self.sock.getsockname()
-        except OSError:
-            return None
-        setattr(x, which, (self.sock.family, addr))
-        return (self.sock.family, addr)
-
-    def _ip(self, which: str) -> Optional[str]:
-        fa = self._addr(which)
-        if fa is None or fa[0] not in (_socket.AF_INET, _socket.AF_INET6):
-            return None
-        return fa[1][0]
-
-    def _addr_string(self, which: str) -> Optional[str]:
-        fa = self._addr(which)
-        if fa is None:
-            return None
-        family, addr = fa
-        if family == _socket.AF_INET:
-            return f"{addr[0]}:{addr[1]}"
-        if family == _socket.AF_INET6:
-            return f"[{addr[0]}]:{addr[1]}"
-        if family == getattr(_socket, "AF_UNIX", None):
-            if isinstance(addr, bytes):  # Linux abstract namespace
-                return "@" + addr[1:].decode("utf-8", "backslashreplace") if addr else None
-            return addr or None
-        return None
-
-    def peer_ip_string(self) -> Optional[str]:
-        """The peer's IP address ("127.0.0.1", "::1"); None if not IP or unknown."""
-        return self._ip("peer")
-
-    def peer_addr_string(self) -> Optional[str]:
-        """"ip:port", "[v6]:port", a UNIX path or "@abstract"; None if unknown."""
-        return self._addr_string("peer")
-
-    def local_ip_string(self) -> Optional[str]:
-        """The local IP address; None if not IP or unknown."""
-        return self._ip("local")
-
-    def local_addr_string(self) -> Optional[str]:
-        """The local address, formatted as ``peer_addr_string``."""
-        return self._addr_string("local")
-
     def as_string(self) -> str:
         """``"Class(RW): open to 127.0.0.1:5000"``, as Danga::Socket's."""
         rw = ("R" if self._mask & READ else "") + ("W" if self._mask & WRITE else "")
@@ -805,23 +628,6 @@ class Socket:
 
     def __repr__(self) -> str:
         return f"<{self.as_string()} fd={self.fd}>"
-
-
-def _type_error(data: Any) -> TypeError:
-    if isinstance(data, str):
-        return TypeError("danga: write() takes bytes, not str; encode it first (e.g. data.encode())")
-    return TypeError(
-        f"danga: write() takes bytes, bytearray, memoryview, a callable or None, not {type(data).__name__}"
-    )
-
-
-def _check_count(n: Any) -> int:
-    """A read() byte count, checked, and capped at MAX_READ."""
-    if not isinstance(n, int) or isinstance(n, bool):
-        raise TypeError(f"danga: read() takes a byte count (int), got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"danga: read() needs a positive byte count, got {n}")
-    return min(n, MAX_READ)
 
 
 def _set_cork(sock: Any, on: bool) -> None:

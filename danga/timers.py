@@ -11,6 +11,7 @@ they were added.
 from __future__ import annotations
 
 import heapq
+import time
 import math
 from itertools import count
 from typing import Callable, List, Optional
@@ -62,6 +63,7 @@ class Timer(list):
 
     __hash__ = object.__hash__  # type: ignore[assignment]  # a handle, not a value
     __eq__ = object.__eq__  # type: ignore[assignment]
+    __ne__ = object.__ne__  # type: ignore[assignment]  # list's would compare the fields
 
 
 class TimerQueue:
@@ -101,6 +103,24 @@ class TimerQueue:
         self._drop_dead_head()
         return self._heap[0][0] if self._heap else None
 
+    def run_due(self, now: float, report: Callable[[BaseException, str], object]) -> bool:
+        """Run the timers due at ``now``; ``report(exc, what)`` for one that
+        raises.  Returns True if any was due (even if a timer that ran before
+        it cancelled it)."""
+        heap = self._heap
+        if not heap or heap[0][0] > now:
+            return False
+        for timer in self.pop_due(now):
+            cb = timer[2]
+            if cb is None:
+                continue  # cancelled by a timer that ran before it
+            timer[2] = None
+            try:
+                cb()
+            except Exception as exc:
+                report(exc, f"timer {cb!r}")
+        return True
+
     def pop_due(self, now: float) -> List[Timer]:
         """Remove and return the live timers due at ``now``, in firing order.
         Timers added while these run wait for a later pass."""
@@ -122,6 +142,13 @@ class TimerQueue:
         self._dead = 0
 
 
+def cancel(timer: Optional[Timer]) -> None:
+    """Cancel ``timer`` if there is one.  Returns None, so that
+    ``slot = cancel(slot)`` cancels and clears a timer slot in one step."""
+    if timer is not None:
+        timer.cancel()
+
+
 def delay_to_ms(delay: float) -> int:
     """Seconds until a deadline as a poll timeout in ms, rounded up so that
     the loop never wakes early, and capped so that it never overflows."""
@@ -137,7 +164,8 @@ class PeriodicTimer:
 
     __slots__ = ("interval", "callback", "_next", "_timer", "_add")
 
-    def __init__(self, interval: float, callback: Callable[[], object], add) -> None:
+    def __init__(self, interval: float, callback: Callable[[], object],
+                 add: Callable[[float, Callable[[], object]], Timer]) -> None:
         if not interval > 0:
             raise ValueError(f"danga: a periodic timer needs an interval > 0 seconds, got {interval!r}")
         self.interval = float(interval)
@@ -150,9 +178,7 @@ class PeriodicTimer:
         cb = self.callback
         if cb is None:
             return
-        from time import monotonic
-
-        now = monotonic()
+        now = time.monotonic()
         nxt = self._next + self.interval
         if nxt <= now:  # fell behind: skip the missed runs
             nxt = now + self.interval - (now - self._next) % self.interval

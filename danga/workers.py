@@ -27,6 +27,7 @@ started again, at most ``max_restarts`` times a minute.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -37,8 +38,9 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import loop as _loop
-from .framing import FrameError, LengthPrefixed
-from .socket import Socket
+from .connection import Connection
+from .framing import LengthPrefixed
+from .signals import run_loop
 from .timers import Timer
 
 log = logging.getLogger("danga")
@@ -82,33 +84,18 @@ class Worker:
         self._channel.send(self._request or 0, "reply", message)
 
 
-class _Framed(Socket):
+class _Framed(Connection):
     """A socketpair end carrying pickled, length-prefixed frames."""
 
     write_buffer_limit = None
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock)
-        self.framer = LengthPrefixed(4, max_size=MAX_MESSAGE)
-        self.watch_read(True)
+    read_size = 1 << 20
+    framer = functools.partial(LengthPrefixed, 4, max_size=MAX_MESSAGE)
 
     def send(self, rid: int, kind: str, payload: Any) -> None:
-        self.write(self.framer.frame(pickle.dumps((rid, kind, payload), pickle.HIGHEST_PROTOCOL)))
+        self.send_data(pickle.dumps((rid, kind, payload), pickle.HIGHEST_PROTOCOL))
 
-    def event_read(self) -> None:
-        data = self.read(1 << 20)
-        if data is None:
-            self.close("eof")
-            return
-        try:
-            frames = self.framer.feed(data)
-        except FrameError as e:
-            self.close(f"frame_error: {e}")
-            return
-        for frame in frames:
-            if self.closed:
-                return
-            self.on_frame(*pickle.loads(frame))
+    def receive_data(self, data: bytes) -> None:
+        self.on_frame(*pickle.loads(data))
 
     def on_frame(self, rid: int, kind: str, payload: Any) -> None:
         raise NotImplementedError
@@ -132,7 +119,7 @@ class _WorkerSide(_Framed):
 
     def close(self, reason: str = "") -> None:
         super().close(reason)
-        _loop._current.stop()  # the master is gone: so is the worker
+        _loop.current().stop()  # the master is gone: so is the worker
 
 
 class _MasterSide(_Framed):
@@ -188,7 +175,7 @@ class _Pool:
                 side = _WorkerSide(child)
                 side.worker = self.cls(side)
                 side.worker.worker_init()
-                _loop._current.run()
+                run_loop(_loop.current())
             except BaseException:
                 log.exception("danga: worker %s crashed", self.name)
                 code = 1
@@ -196,6 +183,12 @@ class _Pool:
                 os._exit(code)
         child.close()
         self.members.append(_MasterSide(parent, self, pid))
+
+    def stop(self) -> None:
+        """Close the channels; each worker exits and is reaped."""
+        self.stopping = True
+        for m in list(self.members):
+            m.close("stopping")
 
     def pick(self) -> Optional[_MasterSide]:
         live = [m for m in self.members if not m.closed]
@@ -213,7 +206,7 @@ class _Pool:
                 try:
                     errback(exc)
                 except Exception as e:
-                    _loop._current._callback_failed(None, e, "worker errback")
+                    _loop.current().report_error(None, e, "worker errback")
             else:
                 log.error("danga: %s", exc)
         member.pending.clear()
@@ -247,12 +240,27 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _registry() -> Dict[str, _Pool]:
-    """The loop's worker pools (a reset loop, as in a forked child, has none)."""
-    loop = _loop._current
-    if loop.worker_pools is None:
-        loop.worker_pools = {}
-    return loop.worker_pools
+class _Pools(Dict[str, _Pool]):
+    """The loop's worker pools by name: a ``Service`` of the loop
+    (``"workers"``).  ``reset()`` in the master stops them all; a forked
+    child (which is not their master) only forgets them."""
+
+    def __init__(self, loop: "_loop.Loop") -> None:
+        super().__init__()
+
+    def close(self, in_child: bool) -> None:
+        pools = list(self.values())
+        self.clear()
+        if not in_child:
+            for pool in pools:
+                pool.stop()
+
+    def after_fork(self) -> None:
+        pass
+
+
+def _registry() -> _Pools:
+    return _loop.current().service("workers", _Pools)
 
 
 def start_worker(cls: Type[Worker], count: int = 1, name: Optional[str] = None,
@@ -289,7 +297,7 @@ def ask_worker(name: str, message: Any, callback: Optional[Callable[[Any], objec
     if member is None:
         exc = WorkerDied(f"worker {name!r} has no live process")
         if errback is not None:
-            _loop._current.add_timer(0, lambda: errback(exc))
+            _loop.current().add_timer(0, lambda: errback(exc))
             return
         raise exc
     rid = next(_request_ids)
@@ -305,11 +313,8 @@ def stop_workers(name: Optional[str] = None) -> None:
     pools = _registry()
     for n in [name] if name is not None else list(pools):
         pool = pools.pop(n, None)
-        if pool is None:
-            continue
-        pool.stopping = True
-        for m in list(pool.members):
-            m.close("stopping")
+        if pool is not None:
+            pool.stop()
 
 
 def workers() -> Dict[str, List[int]]:

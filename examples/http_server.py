@@ -337,7 +337,8 @@ def main():
     ap.add_argument("--root", help="serve files from this directory")
     ap.add_argument("--proxy-to", help="HOST:PORT[,HOST:PORT...] to proxy to, round-robin")
     ap.add_argument("--idle-timeout", type=float, default=30)
-    ap.add_argument("--cache-ttl", type=float, default=CACHE_TTL, help="seconds to reuse small files' responses (0: off)")
+    ap.add_argument("--cache-ttl", type=float, default=CACHE_TTL,
+                    help="seconds to reuse small files' responses (0: off)")
     args = ap.parse_args()
     if bool(args.root) == bool(args.proxy_to):
         ap.error("give exactly one of --root or --proxy-to")

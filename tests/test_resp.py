@@ -96,7 +96,8 @@ def cli(port, *args):
     return out.stdout.rstrip("\n")
 
 
-needs_cli = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli not installed (apt-get install redis-tools)")
+needs_cli = pytest.mark.skipif(shutil.which("redis-cli") is None,
+                               reason="redis-cli not installed (apt-get install redis-tools)")
 
 
 @needs_cli

@@ -7,7 +7,12 @@ kernel's interest set and translates masks, and that is all:
 * ``poll(timeout_ms)`` waits once and returns the ready descriptors as a flat
   list ``[fd, mask, fd, mask, ...]`` (pairs, flattened so that the C helper
   can fill it in one call and the loop can walk it with ``zip(it, it)``);
+* ``channel(sock)``: the object the socket's bytes go through (see
+  ``danga.contract.ByteChannel``); the readiness backends return ``sock``;
 * ``close()``.
+
+``danga/contract.py`` holds the other half of the loop's contracts: what
+the loop calls on a socket and what a socket may call on the loop.
 
 Masks are danga's own, the numbers Danga::Socket used (which are also
 Linux's POLL* and EPOLL* numbers).  ``READ`` and ``WRITE`` are interest;
@@ -15,7 +20,10 @@ Linux's POLL* and EPOLL* numbers).  ``READ`` and ``WRITE`` are interest;
 """
 from __future__ import annotations
 
-from typing import List, Protocol
+import errno
+import os
+import time
+from typing import Any, Callable, List, Protocol
 
 READ = 1
 WRITE = 4
@@ -44,14 +52,33 @@ class Poller(Protocol):
         """Wait up to ``timeout_ms`` (-1 forever, 0 not at all) and return the
         ready ``[fd, mask, ...]`` pairs.  EINTR is retried with the time left."""
 
+    def channel(self, sock: Any) -> Any:
+        """What ``sock``'s bytes go through (``recv``/``send``/``sendmsg``)."""
+
     def close(self) -> None:
         """Release the backend's own descriptor, if it has one."""
 
 
 def refused(fd: int, err: int, backend: str) -> OSError:
     """The error raised when a backend cannot watch ``fd``, naming both."""
-    import os
-
     reason = os.strerror(err)
     hint = " (epoll cannot watch regular files)" if backend == "epoll" and err == 1 else ""
     return OSError(err, f"danga: {backend} refused to watch fd {fd}: {reason}{hint}")
+
+
+def retry_eintr(wait: Callable[[int], int], timeout_ms: int, get_errno: Callable[[], int], what: str) -> int:
+    """``wait(timeout_ms)`` just returned < 0: retry it while it fails with
+    EINTR, with the time that is left, and return its first result >= 0.
+    Returning to Python between tries lets signal handlers run.  Any other
+    error is raised as OSError naming ``what``."""
+    deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+    while True:
+        err = get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, f"danga: {what} failed: {os.strerror(err)}")
+        left = -1
+        if deadline is not None:
+            left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+        n = wait(left)
+        if n >= 0:
+            return n

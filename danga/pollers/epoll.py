@@ -7,13 +7,12 @@ the rest of the data for every such handler.
 """
 from __future__ import annotations
 
-import errno
-import time
-from typing import List
+import os
+from typing import Any, List
 
 from danga._ffi_epoll import ffi, lib
 
-from .base import refused
+from .base import refused, retry_eintr
 
 MAX_EVENTS = 1024
 
@@ -57,22 +56,12 @@ class EpollPoller:
             return self._unpack(self._out, n + n)
         if n == 0:
             return []
-        return self._retry(timeout_ms)
+        n = retry_eintr(lambda ms: self._wait(self._ep, ms), timeout_ms, lambda: ffi.errno,
+                        "epoll_wait")
+        return self._unpack(self._out, n + n)
 
-    def _retry(self, timeout_ms: int) -> List[int]:
-        """epoll_wait failed: retry on EINTR with the time that is left.
-        Returning to Python between tries lets signal handlers run."""
-        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
-        while True:
-            err = ffi.errno
-            if err != errno.EINTR:
-                raise OSError(err, f"danga: epoll_wait failed: {_strerror(err)}")
-            left = -1
-            if deadline is not None:
-                left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            n = self._wait(self._ep, left)
-            if n >= 0:
-                return self._unpack(self._out, n + n)
+    def channel(self, sock: Any) -> Any:
+        return sock  # readiness: the socket's own recv/send
 
     def close(self) -> None:
         if self._epfd >= 0:
@@ -81,6 +70,4 @@ class EpollPoller:
 
 
 def _strerror(err: int) -> str:
-    import os
-
     return os.strerror(err)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
-import time
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from danga._ffi_poll import ffi, lib
 
-from .base import refused
+from .base import refused, retry_eintr
 
 
 class PollPoller:
@@ -77,17 +76,12 @@ class PollPoller:
             return ffi.unpack(self._out, n + n)
         if n == 0:
             return []
-        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
-        while True:
-            err = ffi.errno
-            if err != errno.EINTR:
-                raise OSError(err, f"danga: poll failed: {os.strerror(err)}")
-            left = -1
-            if deadline is not None:
-                left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            n = lib.danga_poll(self._fds, self._n, left, self._out)
-            if n >= 0:
-                return ffi.unpack(self._out, n + n)
+        n = retry_eintr(lambda ms: lib.danga_poll(self._fds, self._n, ms, self._out), timeout_ms,
+                        lambda: ffi.errno, "poll")
+        return ffi.unpack(self._out, n + n)
+
+    def channel(self, sock: Any) -> Any:
+        return sock  # readiness: the socket's own recv/send
 
     def close(self) -> None:
         self._slot.clear()

@@ -1,0 +1,61 @@
+"""The argument checks of ``Socket``'s public methods, and the errors they raise.
+
+Each error names what was given and what to do instead, so that a mistake
+(a file object where a socket belongs, ``str`` where bytes do) is found from
+the message alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+MAX_READ = 1 << 20  # one read() returns at most this much (the buffer is allocated up front)
+
+
+def wrappable_fd(sock: Any) -> int:
+    """The descriptor of a socket-like object, or an error that says what was given."""
+    kind = type(sock).__name__
+    if sock is None or isinstance(sock, (int, str, bytes)):
+        hint = ""
+        if isinstance(sock, int) and not isinstance(sock, bool):
+            hint = (f"; to wrap descriptor {sock}, pass socket.socket(fileno={sock}) "
+                    f"or use danga.connect('fd://{sock}', Class)")
+        raise TypeError(f"danga.Socket wraps a socket object, got {kind} {sock!r}{hint}")
+    try:
+        fd = sock.fileno()
+    except AttributeError:
+        raise TypeError(f"danga.Socket wraps a socket object (socket.socket), got {kind}") from None
+    except (ValueError, OSError):  # a closed file object
+        raise ValueError(f"danga.Socket was given a closed {kind}") from None
+    if not isinstance(fd, int) or fd < 0:
+        raise ValueError(f"danga.Socket was given a closed {kind} (fileno() is {fd!r})")
+    missing = [m for m in ("recv", "send", "setblocking") if not callable(getattr(sock, m, None))]
+    if missing:
+        raise TypeError(
+            f"danga.Socket wraps a socket object, got {kind} (fd {fd}) with no {', '.join(missing)}(); "
+            f"for a pipe, FIFO or terminal use danga.connect('fd://{fd}', Class) or a fifo:// URL"
+        )
+    return fd
+
+
+def bytes_view(data: Any) -> memoryview:
+    """A flat byte view of a bytes-like ``data``, or the TypeError ``write`` raises."""
+    if isinstance(data, str):
+        raise TypeError("danga: write() takes bytes, not str; encode it first (e.g. data.encode())")
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"danga: write() takes bytes, bytearray, memoryview, a callable or None, not {type(data).__name__}"
+        ) from None
+    if view.c_contiguous:
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    return memoryview(view.tobytes())  # a strided view: its bytes in order
+
+
+def read_count(n: Any) -> int:
+    """A read() byte count, checked, and capped at MAX_READ."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"danga: read() takes a byte count (int), got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"danga: read() needs a positive byte count, got {n}")
+    return min(n, MAX_READ)

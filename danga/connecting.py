@@ -1,0 +1,93 @@
+"""The outgoing-connect part of ``Socket``, mixed into it.
+
+``danga.connect`` starts a non-blocking connect and hands the socket to the
+factory; ``begin_connect`` then waits for writability (or an error, or the
+timeout).  Meanwhile writes are queued, in the write queue made here, and
+go out after ``event_connected()``; ``write(None)`` leaves them queued.
+"""
+from __future__ import annotations
+
+import errno
+import socket as _socket
+from typing import Any, Optional
+
+from . import loop as _loop
+from .pollers import WRITE
+from .sockstate import CONNECTING, Extras
+from .timers import cancel
+
+
+class Connecting:
+    """Mixed into ``Socket``: everything about an outgoing connect."""
+
+    __slots__ = ()
+    sock: Any
+    closed: bool
+    _mask: int
+    _state: int
+    _wq: Any
+    _x: Optional[Extras]
+    _queue_class: Any
+
+    def _extras(self) -> Extras: ...
+
+    def _set_mask(self, mask: int) -> None: ...
+
+    def _flush(self) -> bool: ...
+
+    def close(self, reason: str = "") -> None: ...
+
+    def begin_connect(self, timeout: Optional[float] = None, error: int = 0) -> None:
+        """Wait for a non-blocking connect already started on this socket
+        (``danga.connect`` calls it); ``error`` is ``connect_ex``'s result.
+        Writes meanwhile are queued, and go out after ``event_connected()``."""
+        self._state |= CONNECTING
+        if self._wq is None:
+            self._wq = self._queue_class(self)
+        self._set_mask(self._mask | WRITE)
+        loop = _loop.current()
+        if timeout is not None:
+            self._extras().connect_timer = loop.add_timer(timeout, lambda: self._connect_failed("ETIMEDOUT"))
+        if error not in (0, errno.EINPROGRESS):
+            name = errno.errorcode.get(error, str(error))
+            loop.add_timer(0, lambda: self._connect_failed(name))
+
+    def _connect_finished(self) -> None:
+        err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err:
+            self._connect_failed(errno.errorcode.get(err, str(err)))
+            return
+        self._state &= ~CONNECTING
+        x = self._x
+        if x is not None:
+            x.connect_timer = cancel(x.connect_timer)
+        self._set_mask(self._mask & ~WRITE)
+        if not self._wq.items:
+            self._wq = None  # nothing was written while connecting: back to the fast path
+        self.event_connected()
+        if not self.closed and self._wq is not None:
+            self._flush()
+
+    def _connect_failed(self, name: str) -> None:
+        if not self._state & CONNECTING or self.closed:
+            return
+        self._state &= ~CONNECTING
+        x = self._extras()
+        x.connect_timer = cancel(x.connect_timer)
+        try:
+            self.event_connect_failed(name)
+        finally:
+            self.close(f"connect_failed: {name}")
+
+    def event_connected(self) -> None:
+        """A ``danga.connect`` completed (EventMachine's ``connection_completed``)."""
+
+    def event_connect_failed(self, error: str) -> None:
+        """A ``danga.connect`` failed; ``error`` is the errno name
+        ("ECONNREFUSED", "ETIMEDOUT" for the connect timeout...).  The socket
+        is closed right after, with reason ``"connect_failed: <error>"``."""
+
+    @property
+    def connecting(self) -> bool:
+        """True while a ``danga.connect`` is in progress."""
+        return bool(self._state & CONNECTING)

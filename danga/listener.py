@@ -1,0 +1,203 @@
+"""``Listener``: a listening stream socket that accepts into a factory.
+
+A listener is an ordinary ``Socket`` whose ``event_read`` accepts.  It
+accepts at most ``accept_per_pass`` connections each time it is readable, so
+one busy listener cannot starve the other sockets of the pass.
+
+Running out of descriptors
+--------------------------
+When ``accept`` fails with EMFILE/ENFILE the pending connection stays in the
+kernel's backlog, the listener stays readable, and a level-triggered loop
+would spin on it.  Listeners therefore share one reserve descriptor (a
+``Service`` of the loop, opened with the first listener, closed with the
+last or by ``reset()``): on EMFILE the listener releases it, accepts the
+pending connection and closes it at once (the client sees a prompt close,
+not a hang), takes the reserve back, and stops accepting for
+``emfile_pause`` seconds.  Existing connections are served throughout.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import Any, Callable, Optional, Set
+
+from . import loop as _loop
+from .socket import Socket
+
+log = logging.getLogger("danga")
+
+Factory = Callable[[Any], Socket]
+
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class FdReserve:
+    """One spare descriptor, held while any listener is open, to accept
+    (and close) a connection with when the process is out of them."""
+
+    def __init__(self, loop: "_loop.Loop") -> None:
+        self.fd = -1
+        self.users = 0
+
+    def take(self) -> None:
+        if self.users == 0 and self.fd < 0:
+            self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.users += 1
+
+    def drop(self) -> None:
+        self.users = max(0, self.users - 1)
+        if self.users == 0:
+            self.close(False)
+
+    def release(self) -> bool:
+        """Free the spare descriptor for a moment; False if there was none."""
+        if self.fd < 0:
+            return False
+        os.close(self.fd)
+        self.fd = -1
+        return True
+
+    def retake(self) -> None:
+        """Hold a spare descriptor again (if the process has one to give)."""
+        if self.fd >= 0:
+            return
+        try:
+            self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass  # retried at the next shortage
+
+    def close(self, in_child: bool) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def after_fork(self) -> None:
+        pass
+
+
+class Listener(Socket):
+    """A listening stream socket that accepts into ``factory(sock)``.
+
+    * ``max_connections``: at most this many accepted connections open at
+      once; beyond it a new connection is accepted and closed at once (after
+      ``reject``, bytes to send it first, if given), so the client learns
+      promptly instead of waiting in the backlog.  None: no limit.
+    * ``accept_per_pass``: accepts per readable event (fairness).
+    * ``nodelay``: set TCP_NODELAY on accepted TCP connections.
+    * ``emfile_pause``: seconds to stop accepting after running out of fds.
+    """
+
+    def __init__(self, sock: socket.socket, factory: Factory, *, max_connections: Optional[int] = None,
+                 accept_per_pass: int = 64, nodelay: bool = True, reject: Optional[bytes] = None,
+                 emfile_pause: float = 0.25, unlink: Optional[str] = None) -> None:
+        if not callable(factory):
+            raise TypeError(f"danga: a listener needs a Socket class or factory, got {factory!r}")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"danga: max_connections must be >= 1 or None, got {max_connections}")
+        super().__init__(sock)
+        self.factory = factory
+        self.max_connections = max_connections
+        self.accept_per_pass = max(1, int(accept_per_pass))
+        self.nodelay = nodelay and sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.reject = reject
+        self.emfile_pause = emfile_pause
+        self.accepted = 0  # connections handed to the factory
+        self.rejected = 0  # connections closed at once for max_connections
+        self.dropped = 0  # connections closed at once for lack of descriptors
+        self._children: Set[Socket] = set()
+        self._unlink = unlink
+        self._paused = False
+        self._reserve = _loop.current().service("fd_reserve", FdReserve)
+        self._reserve.take()
+        self.watch_read(True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (for ``tcp://host:0``)."""
+        return self.sock.getsockname()[1]
+
+    @property
+    def connections(self) -> int:
+        """Open connections accepted by this listener (counted when limited)."""
+        self._children = {c for c in self._children if not c.closed}
+        return len(self._children)
+
+    def event_read(self) -> None:
+        sock = self.sock
+        limit = self.max_connections
+        for _ in range(self.accept_per_pass):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _OUT_OF_FDS:
+                    self._out_of_descriptors(e)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client gave up or was filtered; the next may be fine
+                log.warning("danga: accept on %s failed: %s", self.local_addr_string(), e)
+                return
+            if limit is not None and len(self._children) >= limit and self.connections >= limit:
+                self.rejected += 1
+                if self.reject:
+                    try:
+                        conn.send(self.reject)
+                    except OSError:
+                        pass
+                conn.close()
+                continue
+            if self.nodelay:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                obj = self.factory(conn)
+            except Exception as exc:
+                conn.close()
+                _loop.current().report_error(None, exc, f"connection factory {self.factory!r}")
+                continue
+            self.accepted += 1
+            if limit is not None:
+                self._children.add(obj)
+            if self.closed:
+                return
+
+    def _out_of_descriptors(self, e: OSError) -> None:
+        log.warning("danga: %s: accept failed (%s); dropping a pending connection and pausing %.2fs",
+                    self.local_addr_string(), errno.errorcode.get(e.errno or 0, e), self.emfile_pause)
+        if self._reserve.release():
+            try:
+                conn, _ = self.sock.accept()
+                conn.close()
+                self.dropped += 1
+            except OSError:
+                pass
+        self._reserve.retake()
+        self.pause_accepting(self.emfile_pause)
+
+    def pause_accepting(self, seconds: Optional[float] = None) -> None:
+        """Stop accepting; resume after ``seconds`` (or at ``resume_accepting()``)."""
+        if self.closed or self._paused:
+            return
+        self._paused = True
+        self.watch_read(False)
+        if seconds is not None:
+            _loop.current().add_timer(seconds, self.resume_accepting)
+
+    def resume_accepting(self) -> None:
+        if self.closed or not self._paused:
+            return
+        self._paused = False
+        self.watch_read(True)
+
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        super().close(reason)
+        self._reserve.drop()
+        if self._unlink:
+            try:
+                os.unlink(self._unlink)
+            except OSError:
+                pass
