@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
@@ -170,9 +170,10 @@ class SocketAddresses:
     ``self.sock`` and cache what they learn in the socket's side object."""
 
     __slots__ = ()
-    sock: Any
+    if TYPE_CHECKING:
+        sock: Any
 
-    def _extras(self) -> Any: ...
+        def _extras(self) -> Any: ...
 
     def _address(self, which: str) -> Any:
         """``(family, address)`` of the peer or the local end, cached; None if unknown."""

@@ -5,7 +5,7 @@ spellings.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, cast
 
 from . import loop as _loop
 from . import signals
@@ -96,7 +96,7 @@ def set_error_handler(handler: Optional[Callable[[Optional[Socket], BaseExceptio
 def descriptor_map() -> Dict[int, Socket]:
     """The live ``{fd: Socket}`` map.  Closed sockets stay until the end of
     the pass in which they were closed."""
-    return _loop.current().descriptor_map
+    return cast("Dict[int, Socket]", _loop.current().descriptor_map)
 
 
 def watched_sockets() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import loop as _loop
 from .pollers import WRITE
@@ -20,22 +20,26 @@ from .timers import cancel
 class Connecting:
     """Mixed into ``Socket``: everything about an outgoing connect."""
 
-    __slots__ = ()
-    sock: Any
-    closed: bool
-    _mask: int
-    _state: int
-    _wq: Any
-    _x: Optional[Extras]
-    _queue_class: Any
+    if not TYPE_CHECKING:
+        __slots__ = ()  # keeps Socket free of a __dict__ (mypy would check Socket's slots against it)
+    else:
+        sock: Any
+        closed: bool
+        _mask: int
+        _state: int
+        _wq: Any
+        _x: Optional[Extras]
+        _queue_class: Any
 
-    def _extras(self) -> Extras: ...
+        def _extras(self) -> Extras:
+            raise NotImplementedError
 
-    def _set_mask(self, mask: int) -> None: ...
+        def _set_mask(self, mask: int) -> None: ...
 
-    def _flush(self) -> bool: ...
+        def _flush(self) -> bool:
+            raise NotImplementedError
 
-    def close(self, reason: str = "") -> None: ...
+        def close(self, reason: str = "") -> None: ...
 
     def begin_connect(self, timeout: Optional[float] = None, error: int = 0) -> None:
         """Wait for a non-blocking connect already started on this socket

@@ -36,7 +36,8 @@ class DatagramSocket(Socket):
         except (BlockingIOError, InterruptedError):
             return b"", None
         except OSError as e:
-            return self._read_failed(e)
+            self._read_failed(e)
+            return None
         self._active = True
         return got
 

@@ -129,7 +129,8 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError as e:
-                return self._read_failed(e)
+                self._read_failed(e)
+                return None
             if data:
                 self._active = True
                 return data
@@ -153,7 +154,6 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
     def _read_failed(self, e: OSError) -> None:
         self._state |= EOF
         self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
-        return None
 
     def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Give back bytes that were read but not used: the next ``read()``
@@ -578,7 +578,11 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
         """Close with reason ``"idle_timeout"`` after ``seconds`` without data
         moving (this socket's own ``max_idle_time``; 0 turns it off).  Needs
         an instance ``__dict__``, which every subclass without ``__slots__`` has."""
-        self.max_idle_time = seconds
+        try:
+            self.max_idle_time = seconds  # the instance's own: needs a __dict__
+        except AttributeError:
+            raise TypeError(f"danga: set_idle_timeout needs an instance __dict__, and {type(self).__name__} "
+                            "declares __slots__; set max_idle_time on the class instead") from None
         if seconds and not self.closed:
             self._extras().idle_since = monotonic()
             _loop.current().track_idle(self)

@@ -142,11 +142,12 @@ class TimerQueue:
         self._dead = 0
 
 
-def cancel(timer: Optional[Timer]) -> None:
-    """Cancel ``timer`` if there is one.  Returns None, so that
+def cancel(timer: Optional[Timer]) -> Optional[Timer]:
+    """Cancel ``timer`` if there is one.  Always returns None, so that
     ``slot = cancel(slot)`` cancels and clears a timer slot in one step."""
     if timer is not None:
         timer.cancel()
+    return None
 
 
 def delay_to_ms(delay: float) -> int:

@@ -1,5 +1,5 @@
 """Small helpers the tests share: run the loop until a condition holds, and
-a listener that accepts into a given Socket class."""
+a listener that accepts into a given Socket class and remembers what it made."""
 import random
 import socket
 import sys
@@ -41,34 +41,24 @@ def run_for(seconds):
         t.cancel()
 
 
-class Listener(danga.Socket):
-    """Accept connections into ``handler`` (a Socket class)."""
+def listen(handler, url="tcp://127.0.0.1:0"):
+    """``danga.listen(url, handler)``, the library's own Listener, keeping
+    the objects it accepted in ``.conns``."""
+    conns = []
 
-    def __init__(self, handler, family=socket.AF_INET, addr=("127.0.0.1", 0)):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(1024)
-        super().__init__(sock)
-        self.handler = handler
-        self.accepted = []
-        self.watch_read(True)
+    def factory(sock):
+        obj = handler(sock)
+        conns.append(obj)
+        return obj
 
-    @property
-    def port(self):
-        return self.sock.getsockname()[1]
-
-    def event_read(self):
-        for _ in range(64):
-            try:
-                conn, _ = self.sock.accept()
-            except BlockingIOError:
-                return
-            self.accepted.append(self.handler(conn))
+    lst = danga.listen(url, factory)
+    lst.conns = conns
+    return lst
 
 
 def pair():
-    """A connected non-blocking AF_UNIX stream pair."""
+    """A connected AF_UNIX stream pair, both ends blocking (wrapping one in a
+    danga.Socket makes that end non-blocking)."""
     a, b = socket.socketpair()
     return a, b
 

@@ -5,7 +5,7 @@ import pytest
 
 import danga
 
-from .helpers import Echo, Listener, pair, pattern, reader_thread, run, run_for
+from .helpers import Echo, listen, pair, pattern, reader_thread, run, run_for
 
 
 class Sink(danga.Socket):
@@ -33,7 +33,7 @@ def small_buffers(sock):
 
 
 def test_echo_over_tcp_is_byte_exact():
-    lst = Listener(Echo)
+    lst = listen(Echo)
     c = socket.create_connection(("127.0.0.1", lst.port))
     client = Sink(c)
     data = pattern(3_000_000)
@@ -41,7 +41,7 @@ def test_echo_over_tcp_is_byte_exact():
     run(lambda: len(client.got) >= len(data))
     assert bytes(client.got) == data
     client.close()
-    run(lambda: all(s.closed for s in lst.accepted))
+    run(lambda: all(s.closed for s in lst.conns))
     lst.close()
 
 
@@ -241,7 +241,7 @@ def test_on_incomplete_write_hook():
 
 
 def test_tcp_cork_and_nodelay_style_options():
-    lst = Listener(Echo)
+    lst = listen(Echo)
     c = socket.create_connection(("127.0.0.1", lst.port))
     s = Sink(c)
     s.tcp_cork(True)
@@ -249,7 +249,7 @@ def test_tcp_cork_and_nodelay_style_options():
     s.tcp_cork(False)
     run(lambda: bytes(s.got) == b"corked")
     s.close()
-    run(lambda: all(x.closed for x in lst.accepted))
+    run(lambda: all(x.closed for x in lst.conns))
     lst.close()
     a, b = pair()
     with b:
@@ -260,11 +260,11 @@ def test_tcp_cork_and_nodelay_style_options():
 
 
 def test_ipv4_address_helpers():
-    lst = Listener(Echo)
+    lst = listen(Echo)
     c = socket.create_connection(("127.0.0.1", lst.port))
     s = Sink(c)
-    run(lambda: lst.accepted)
-    server_side = lst.accepted[0]
+    run(lambda: lst.conns)
+    server_side = lst.conns[0]
     assert s.peer_ip_string() == "127.0.0.1"
     assert s.peer_addr_string() == f"127.0.0.1:{lst.port}"
     assert server_side.local_addr_string() == f"127.0.0.1:{lst.port}"
@@ -279,30 +279,30 @@ def test_ipv6_address_helpers():
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
-        lst = Listener(Echo, socket.AF_INET6, ("::1", 0))
+        lst = listen(Echo, "tcp6://[::1]:0")
     except OSError as e:
         pytest.skip(f"no IPv6 loopback: {e}")
     c = socket.create_connection(("::1", lst.port))
     s = Sink(c)
     assert s.peer_ip_string() == "::1"
     assert s.peer_addr_string() == f"[::1]:{lst.port}"
-    run(lambda: lst.accepted)
+    run(lambda: lst.conns)
     s.close()
-    run(lambda: all(x.closed for x in lst.accepted))
+    run(lambda: all(x.closed for x in lst.conns))
     lst.close()
 
 
 def test_unix_address_helpers(tmp_path):
     path = str(tmp_path / "sock")
-    lst = Listener(Echo, socket.AF_UNIX, path)
+    lst = listen(Echo, f"local://{path}")
     c = socket.socket(socket.AF_UNIX)
     c.connect(path)
     s = Sink(c)
     assert s.peer_ip_string() is None  # not junk
     assert s.peer_addr_string() == path
-    run(lambda: lst.accepted)
+    run(lambda: lst.conns)
     s.close()
-    run(lambda: all(x.closed for x in lst.accepted))
+    run(lambda: all(x.closed for x in lst.conns))
     lst.close()
     abstract = socket.socket(socket.AF_UNIX)
     abstract.bind(b"\0danga-test-%d" % id(abstract))
