@@ -39,7 +39,7 @@ import socket as _socket
 from time import monotonic
 from typing import Any, Callable, Optional, Union
 
-from . import addresses, checks
+from . import addresses, checks, sockopts
 from . import loop as _loop
 from .connecting import Connecting
 from .perl import SocketSpellings
@@ -51,13 +51,12 @@ from .writequeue import WriteQueue
 log = logging.getLogger("danga")
 
 MAX_READ = checks.MAX_READ
-
 _CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() leaves its fast path
 
 Writable = Union[bytes, bytearray, memoryview, Callable[[], Any], None]
 
 
-class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
+class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.SocketOptions):
     """An event-driven, non-blocking socket registered with the loop.
 
     ``Socket(sock)`` makes ``sock`` non-blocking and registers it.  Neither
@@ -519,7 +518,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
             return
         if x.corked:
             try:
-                _set_cork(sock, False)  # push out what the cork holds
+                sockopts.set_cork(sock, False)  # push out what the cork holds
             except OSError:
                 pass
         _loop.current().release(self, sock)
@@ -595,29 +594,6 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
         removes it."""
         _loop.current().set_post_loop_callback(self, cb)
 
-    # -- socket options -------------------------------------------------------------------
-
-    def tcp_cork(self, on: bool) -> None:
-        """Hold back partial frames (Linux TCP_CORK) until ``tcp_cork(False)``.
-        Ignored where the socket or the platform has no such option."""
-        if self.closed:
-            return
-        x = self._extras()
-        on = bool(on)
-        if x.corked == on:
-            return
-        try:
-            _set_cork(self.sock, on)
-        except OSError as e:
-            if e.errno in (errno.EBADF, errno.ENOTSOCK):
-                log.warning("danga: tcp_cork failed on %s: %s", self.as_string(), e)
-                self.close("tcp_cork_failed")
-                return
-            if e.errno not in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                raise
-            return  # not a TCP socket: nothing to cork
-        x.corked = on
-
     def as_string(self) -> str:
         """``"Class(RW): open to 127.0.0.1:5000"``, as Danga::Socket's."""
         rw = ("R" if self._mask & READ else "") + ("W" if self._mask & WRITE else "")
@@ -632,9 +608,3 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses):
 
     def __repr__(self) -> str:
         return f"<{self.as_string()} fd={self.fd}>"
-
-
-def _set_cork(sock: Any, on: bool) -> None:
-    opt = getattr(_socket, "TCP_CORK", None)
-    if opt is not None:
-        sock.setsockopt(_socket.IPPROTO_TCP, opt, 1 if on else 0)

@@ -1,10 +1,11 @@
 """A socket's own state, shared by the modules that make up ``Socket``.
 
-``Socket`` (danga/socket.py) is one class written in three files: the
-core, the outgoing-connect part (danga/connecting.py) and the address
-helpers (danga/addresses.py).  This module holds what they share: the bits
-of ``Socket._state`` and the side object, made on first use, for the state
-most sockets never need.
+``Socket`` (danga/socket.py) is one class written in a few files: the
+core, and mixins for the outgoing connect (danga/connecting.py), the
+address helpers (danga/addresses.py), the socket options
+(danga/sockopts.py) and the Perl spellings (danga/perl.py).  This module
+holds what they share: the bits of ``Socket._state`` and the side object,
+made on first use, for the state most sockets never need.
 """
 from __future__ import annotations
 
