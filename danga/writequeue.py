@@ -115,10 +115,7 @@ class WriteQueue:
             head = items[0]
             cls = head.__class__
             if cls is not bytes and cls is not memoryview:
-                items.popleft()
-                self.size -= 1
-                self._shrank()
-                head()
+                self._run_head()
                 continue
             bufs = []
             want = 0
@@ -140,6 +137,13 @@ class WriteQueue:
             if n < want:
                 break
         return moved
+
+    def _run_head(self) -> None:
+        """The head is a callable: everything before it is out, so run it."""
+        cb = self.items.popleft()
+        self.size -= 1
+        self._shrank()
+        cb()
 
     def _took(self, n: int) -> None:
         """The kernel took ``n`` bytes from the front: drop them; a partly
@@ -194,10 +198,7 @@ class DatagramQueue(WriteQueue):
                     channel.sendto(item[0], item[1])
                     size = len(item[0])
                 else:
-                    items.popleft()
-                    self.size -= 1
-                    self._shrank()
-                    item()
+                    self._run_head()
                     continue
             except (BlockingIOError, InterruptedError):
                 break

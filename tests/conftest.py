@@ -21,7 +21,7 @@ def backend(request, monkeypatch):
     danga.reset()
     before = _fd_count()
     yield request.param
-    loop = danga.loop._current
+    loop = danga.loop.current()
     leftover = [s for s in loop.descriptor_map.values() if not s.closed]
     live_timers = len(loop.timers)
     danga.reset()

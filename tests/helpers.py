@@ -74,6 +74,21 @@ class Plain(danga.Socket):
     """A Socket subclass with a __dict__, so tests can set handlers on it."""
 
 
+class Collector(danga.Socket):
+    """Reads everything into ``got``; closes with ``"eof"`` at EOF."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.got = bytearray()
+
+    def event_read(self):
+        data = self.read(65536)
+        if data is None:
+            self.close("eof")
+        else:
+            self.got += data
+
+
 def shutdown(*objs):
     """Close ``objs``, let the peers see EOF and close, then close listeners."""
     for o in objs:

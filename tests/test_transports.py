@@ -7,7 +7,7 @@ import pytest
 import danga
 from danga import addresses
 
-from .helpers import Echo, pattern, run, run_for, shutdown
+from .helpers import Collector, Echo, pattern, run, run_for, shutdown
 
 
 class Client(danga.Socket):
@@ -269,17 +269,7 @@ def test_udp_queued_datagrams_are_not_merged():
 # -- pipes, FIFOs, fds -------------------------------------------------------------------
 
 
-class Reader(danga.Socket):
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.got = bytearray()
-
-    def event_read(self):
-        data = self.read(65536)
-        if data is None:
-            self.close("eof")
-        else:
-            self.got += data
+Reader = Collector
 
 
 def test_fifo_reader_and_writer(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import danga
-from .helpers import Plain, pair, reader_thread, run, run_for
+from .helpers import Collector, Plain, pair, reader_thread, run, run_for
 
 
 def small_sndbuf(sock, n=4096):
@@ -163,17 +163,7 @@ def test_write_none_while_connecting_keeps_writes_for_after_event_connected():
 # -- 5: HUP while reading is paused waits for the data still unread
 
 
-class PausedReader(danga.Socket):
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.got = bytearray()
-
-    def event_read(self):
-        data = self.read(65536)
-        if data is None:
-            self.close("eof")
-        else:
-            self.got += data
+PausedReader = Collector  # not watching read until the test says so
 
 
 def test_hup_while_reading_is_paused_keeps_the_unread_bytes():
