@@ -171,6 +171,9 @@ def main() -> None:
     ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--no-real", action="store_true", help="skip the example servers vs redis/Perlbal/gearmand")
     ap.add_argument("--replot", action="store_true", help="only redraw the chart from bench/out/results.json")
+    ap.add_argument("--baseline", default="",
+                    help="another danga checkout (with its cffi modules built) to run as danga-epoll-baseline, "
+                         "in the same rounds: before/after figures of a change")
     args = ap.parse_args()
     if args.replot:
         saved = json.loads((OUT / "results.json").read_text())
@@ -183,6 +186,13 @@ def main() -> None:
         args.rounds, args.seconds, args.warmup = 1, 1.5, 0.5
     build()
     all_servers = servers()
+    if args.baseline:
+        base = Path(args.baseline).resolve()
+        all_servers["danga-epoll-baseline"] = (
+            [PY, str(base / "examples" / "echo_server.py"), "--port", "{port}"],
+            {"DANGA_POLLER": "epoll", "PYTHONPATH": str(base)},
+            None if (base / "danga" / "__init__.py").exists() else f"{base} is not a danga checkout",
+        )
     names = [n for n in all_servers if not args.servers or n in args.servers.split(",")]
     scen = [s for s in SCENARIOS if not args.scenarios or s in args.scenarios.split(",")]
     usable = []

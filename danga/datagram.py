@@ -23,8 +23,19 @@ class DatagramSocket(Socket):
 
     def read(self, n: int = 65535) -> Optional[bytes]:
         """One datagram (at most ``n`` bytes of it); ``b""`` when none is
-        waiting; None when closed or on an error."""
-        return super().read(n)
+        waiting (or it was empty); None when closed or on an error.  There
+        is no EOF on a datagram socket."""
+        if self.closed:
+            return None
+        try:
+            data: bytes = self._io.recv(n)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError as e:
+            self._read_failed(e)
+            return None
+        self._active = True
+        return data
 
     def read_from(self, n: int = 65535) -> Optional[Tuple[bytes, Any]]:
         """One datagram and its sender, ``(b"", None)`` when none is waiting,

@@ -334,7 +334,8 @@ class Loop:
         now = self.now = monotonic()
         timers = self.timers
         # a timer that ran may have changed what the post-loop step sees: don't wait
-        if timers.run_due(now, self._report_timer_error) or self._push_back or self._stop:
+        ran = timers.first <= now and timers.run_due(now, self._report_timer_error)
+        if ran or self._push_back or self._stop:
             return 0
         deadline = timers.next_deadline()
         timeout = self.loop_timeout
@@ -349,17 +350,19 @@ class Loop:
         if self._to_close:
             self._reap()
         keep = True
-        dmap, other = self.descriptor_map, self.other_fds
-        callbacks: List[Tuple[Optional[SocketSide], PostLoopCallback]] = list(self._plc.items())
+        if self._plc:
+            for obj, cb in list(self._plc.items()):
+                keep = self._post_loop_call(obj, cb) and keep
         if self.post_loop_callback is not None:
-            callbacks.append((None, self.post_loop_callback))
-        for obj, cb in callbacks:
-            try:
-                if not cb(dmap, other):
-                    keep = False
-            except Exception as exc:
-                self.report_error(obj, exc, "post-loop callback")
+            keep = self._post_loop_call(None, self.post_loop_callback) and keep
         return keep and not self._stop
+
+    def _post_loop_call(self, obj: Optional[SocketSide], cb: PostLoopCallback) -> bool:
+        try:
+            return bool(cb(self.descriptor_map, self.other_fds))
+        except Exception as exc:
+            self.report_error(obj, exc, "post-loop callback")
+            return True
 
     def _run_push_back(self) -> None:
         """Deliver pushed-back data through ``event_read`` while it is being

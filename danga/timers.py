@@ -69,11 +69,15 @@ class Timer(list):
 class TimerQueue:
     """The loop's timers: add, cancel, run the due ones, say when the next is."""
 
-    __slots__ = ("_heap", "_dead")
+    __slots__ = ("_heap", "_dead", "first")
 
     def __init__(self) -> None:
         self._heap: List[Timer] = []
         self._dead = 0
+        #: No timer is due before this monotonic time (inf when there are
+        #: none).  It may be early (the timer there was cancelled), never
+        #: late, so the loop's per-pass test is one float compare.
+        self.first = math.inf
 
     def __len__(self) -> int:
         """The number of live (not cancelled, not yet run) timers."""
@@ -82,6 +86,8 @@ class TimerQueue:
     def add(self, when: float, callback: Callable[[], object]) -> Timer:
         timer = Timer((when, next(_seq), callback, self))
         heapq.heappush(self._heap, timer)
+        if when < self.first:
+            self.first = when
         return timer
 
     def _cancelled(self) -> None:
@@ -107,10 +113,12 @@ class TimerQueue:
         """Run the timers due at ``now``; ``report(exc, what)`` for one that
         raises.  Returns True if any was due (even if a timer that ran before
         it cancelled it)."""
-        heap = self._heap
-        if not heap or heap[0][0] > now:
+        if self.first > now:
             return False
-        for timer in self.pop_due(now):
+        due = self.pop_due(now)
+        if not due:
+            return False  # ``first`` was early: a cancelled timer's deadline
+        for timer in due:
             cb = timer[2]
             if cb is None:
                 continue  # cancelled by a timer that ran before it
@@ -133,6 +141,7 @@ class TimerQueue:
             else:
                 timer[3] = None
                 due.append(timer)
+        self.first = heap[0][0] if heap else math.inf
         return due
 
     def clear(self) -> None:
@@ -140,6 +149,7 @@ class TimerQueue:
             timer[2] = timer[3] = None
         self._heap = []
         self._dead = 0
+        self.first = math.inf
 
 
 def cancel(timer: Optional[Timer]) -> Optional[Timer]:

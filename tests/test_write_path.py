@@ -315,3 +315,32 @@ def test_loop_imports_nothing_above_it():
                 assert mods <= allowed, f"{name}.py imports {mods - allowed}"
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("danga") for a in node.names), f"{name}.py imports danga"
+
+
+# -- a DatagramSocket reads an empty datagram as b"", never as EOF
+
+
+class DgramCollector(danga.DatagramSocket):
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.got = []
+        self.watch_read(True)
+
+    def event_read(self):
+        data = self.read()
+        if data is None:
+            self.close("read_error")
+        else:
+            self.got.append(data)
+
+
+def test_an_empty_datagram_reads_as_empty_bytes_and_keeps_the_socket_open():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s = DgramCollector(a)
+    for d in (b"one", b"", b"three"):
+        b.send(d)
+    run(lambda: b"three" in s.got)
+    assert not s.closed
+    assert [d for d in s.got if d] == [b"one", b"three"]
+    s.close()
+    b.close()
