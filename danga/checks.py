@@ -59,3 +59,38 @@ def read_count(n: Any) -> int:
     if n < 1:
         raise ValueError(f"danga: read() needs a positive byte count, got {n}")
     return min(n, MAX_READ)
+
+
+def internal_names(cls: type) -> dict:
+    """``{name: owner}`` for the names danga's own classes in ``cls``'s MRO
+    keep for themselves: single-underscore methods and settings, and the
+    ``loop_*`` methods of the loop's contract."""
+    names: dict = {}
+    for base in reversed(cls.__mro__):
+        if not base.__module__.startswith("danga."):
+            continue
+        for name in vars(base):
+            if (name.startswith("_") and not name.startswith("__")) or name.startswith("loop_"):
+                names[name] = base.__qualname__
+    return names
+
+
+def refuse_internal_overrides(cls: type) -> None:
+    """Raise TypeError if a class outside danga redefines one of danga's
+    internal names (a user's ``_flush`` would silently replace the write
+    path's).  Instance attributes cannot collide: danga's are name-mangled."""
+    if cls.__module__.startswith("danga."):
+        return
+    own = set(vars(cls))
+    slots = vars(cls).get("__slots__", ())
+    own.update([slots] if isinstance(slots, str) else slots)
+    taken = internal_names(cls.__mro__[1])
+    clash = sorted(own & set(taken))
+    if clash:
+        name = clash[0]
+        raise TypeError(
+            f"danga: {cls.__qualname__} defines {name}, which danga.{taken[name]} uses internally; rename it "
+            f"(every name danga keeps starts with '_' or 'loop_'; a subclass overrides the event_* hooks, "
+            f"on_incomplete_write and the settings the README lists)"
+            + (f"; also clashing: {', '.join(clash[1:])}" if len(clash) > 1 else "")
+        )

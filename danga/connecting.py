@@ -4,6 +4,9 @@
 factory; ``begin_connect`` then waits for writability (or an error, or the
 timeout).  Meanwhile writes are queued, in the write queue made here, and
 go out after ``event_connected()``; ``write(None)`` leaves them queued.
+
+This is part of ``Socket``, so it uses Socket's own name-mangled slots
+(``self._Socket__state``: written ``self.__state`` inside socket.py).
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ class Connecting:
     else:
         sock: Any
         closed: bool
-        _mask: int
-        _state: int
-        _wq: Any
-        _x: Optional[Extras]
+        _Socket__mask: int
+        _Socket__state: int
+        _Socket__wq: Any
+        _Socket__x: Optional[Extras]
         _queue_class: Any
 
         def _extras(self) -> Extras:
@@ -45,10 +48,10 @@ class Connecting:
         """Wait for a non-blocking connect already started on this socket
         (``danga.connect`` calls it); ``error`` is ``connect_ex``'s result.
         Writes meanwhile are queued, and go out after ``event_connected()``."""
-        self._state |= CONNECTING
-        if self._wq is None:
-            self._wq = self._queue_class(self)
-        self._set_mask(self._mask | WRITE)
+        self._Socket__state |= CONNECTING
+        if self._Socket__wq is None:
+            self._Socket__wq = self._queue_class(self)
+        self._set_mask(self._Socket__mask | WRITE)
         loop = _loop.current()
         if timeout is not None:
             self._extras().connect_timer = loop.add_timer(timeout, lambda: self._connect_failed("ETIMEDOUT"))
@@ -61,21 +64,21 @@ class Connecting:
         if err:
             self._connect_failed(errno.errorcode.get(err, str(err)))
             return
-        self._state &= ~CONNECTING
-        x = self._x
+        self._Socket__state &= ~CONNECTING
+        x = self._Socket__x
         if x is not None:
             x.connect_timer = cancel(x.connect_timer)
-        self._set_mask(self._mask & ~WRITE)
-        if not self._wq.items:
-            self._wq = None  # nothing was written while connecting: back to the fast path
+        self._set_mask(self._Socket__mask & ~WRITE)
+        if not self._Socket__wq.items:
+            self._Socket__wq = None  # nothing was written while connecting: back to the fast path
         self.event_connected()
-        if not self.closed and self._wq is not None:
+        if not self.closed and self._Socket__wq is not None:
             self._flush()
 
     def _connect_failed(self, name: str) -> None:
-        if not self._state & CONNECTING or self.closed:
+        if not self._Socket__state & CONNECTING or self.closed:
             return
-        self._state &= ~CONNECTING
+        self._Socket__state &= ~CONNECTING
         x = self._extras()
         x.connect_timer = cancel(x.connect_timer)
         try:
@@ -94,4 +97,4 @@ class Connecting:
     @property
     def connecting(self) -> bool:
         """True while a ``danga.connect`` is in progress."""
-        return bool(self._state & CONNECTING)
+        return bool(self._Socket__state & CONNECTING)

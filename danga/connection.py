@@ -34,8 +34,8 @@ class Connection(Socket):
         super().__init__(sock)
         self.id = next(_ids)
         f = type(self).framer
-        self._framer: Optional[Framer] = f() if callable(f) and not isinstance(f, Framer) else f
-        self._closing_after_write = False
+        self.__framer: Optional[Framer] = f() if callable(f) and not isinstance(f, Framer) else f
+        self.__closing_after_write = False
         self.watch_read(True)
         self.post_init()
 
@@ -57,8 +57,8 @@ class Connection(Socket):
 
     def send_data(self, data: bytes) -> bool:
         """Send bytes (framed first, when a framer is set)."""
-        if self._framer is not None:
-            data = self._framer.frame(data)
+        if self.__framer is not None:
+            data = self.__framer.frame(data)
         return self.write(data)
 
     def close_connection(self, after_writing: bool = False) -> None:
@@ -70,9 +70,9 @@ class Connection(Socket):
 
     def close_after_writing(self) -> None:
         """Close once the write queue is flushed; stop reading meanwhile."""
-        if self.closed or self._closing_after_write:
+        if self.closed or self.__closing_after_write:
             return
-        self._closing_after_write = True
+        self.__closing_after_write = True
         self.watch_read(False)
         self.write(lambda: self.close("close_after_writing"))
 
@@ -82,7 +82,7 @@ class Connection(Socket):
 
     def resume(self) -> None:
         """Read again."""
-        if not self._closing_after_write:
+        if not self.__closing_after_write:
             self.watch_read(True)
 
     @property
@@ -112,7 +112,7 @@ class Connection(Socket):
             return
         if not data:
             return
-        framer = self._framer
+        framer = self.__framer
         if framer is None:
             self.receive_data(data)
             return

@@ -106,11 +106,11 @@ class Listener(Socket):
         self.accepted = 0  # connections handed to the factory
         self.rejected = 0  # connections closed at once for max_connections
         self.dropped = 0  # connections closed at once for lack of descriptors
-        self._children: Set[Socket] = set()
-        self._unlink = unlink
-        self._paused = False
-        self._reserve = _loop.current().service("fd_reserve", FdReserve)
-        self._reserve.take()
+        self.__children: Set[Socket] = set()
+        self.__unlink = unlink
+        self.__paused = False
+        self.__reserve = _loop.current().service("fd_reserve", FdReserve)
+        self.__reserve.take()
         self.watch_read(True)
 
     @property
@@ -121,8 +121,8 @@ class Listener(Socket):
     @property
     def connections(self) -> int:
         """Open connections accepted by this listener (counted when limited)."""
-        self._children = {c for c in self._children if not c.closed}
-        return len(self._children)
+        self.__children = {c for c in self.__children if not c.closed}
+        return len(self.__children)
 
     def event_read(self) -> None:
         sock = self.sock
@@ -140,7 +140,7 @@ class Listener(Socket):
                     continue  # that client gave up or was filtered; the next may be fine
                 log.warning("danga: accept on %s failed: %s", self.local_addr_string(), e)
                 return
-            if limit is not None and len(self._children) >= limit and self.connections >= limit:
+            if limit is not None and len(self.__children) >= limit and self.connections >= limit:
                 self.rejected += 1
                 if self.reject:
                     try:
@@ -159,45 +159,45 @@ class Listener(Socket):
                 continue
             self.accepted += 1
             if limit is not None:
-                self._children.add(obj)
+                self.__children.add(obj)
             if self.closed:
                 return
 
     def _out_of_descriptors(self, e: OSError) -> None:
         log.warning("danga: %s: accept failed (%s); dropping a pending connection and pausing %.2fs",
                     self.local_addr_string(), errno.errorcode.get(e.errno or 0, e), self.emfile_pause)
-        if self._reserve.release():
+        if self.__reserve.release():
             try:
                 conn, _ = self.sock.accept()
                 conn.close()
                 self.dropped += 1
             except OSError:
                 pass
-        self._reserve.retake()
+        self.__reserve.retake()
         self.pause_accepting(self.emfile_pause)
 
     def pause_accepting(self, seconds: Optional[float] = None) -> None:
         """Stop accepting; resume after ``seconds`` (or at ``resume_accepting()``)."""
-        if self.closed or self._paused:
+        if self.closed or self.__paused:
             return
-        self._paused = True
+        self.__paused = True
         self.watch_read(False)
         if seconds is not None:
             _loop.current().add_timer(seconds, self.resume_accepting)
 
     def resume_accepting(self) -> None:
-        if self.closed or not self._paused:
+        if self.closed or not self.__paused:
             return
-        self._paused = False
+        self.__paused = False
         self.watch_read(True)
 
     def close(self, reason: str = "") -> None:
         if self.closed:
             return
         super().close(reason)
-        self._reserve.drop()
-        if self._unlink:
+        self.__reserve.drop()
+        if self.__unlink:
             try:
-                os.unlink(self._unlink)
+                os.unlink(self.__unlink)
             except OSError:
                 pass

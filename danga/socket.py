@@ -17,7 +17,7 @@ data is queued the library watches for writability itself and stops once
 the queue is empty.  Every byte ``write`` accepts is sent, or counted in
 ``unsent`` when the socket closes.
 
-Bytes come and go through ``self._io``, the channel the poller backend gave
+Bytes come and go through ``self.__io``, the channel the poller backend gave
 for this socket (``danga.contract.ByteChannel``): the socket itself for the
 readiness backends, the backend's own object for a completion-based one.
 
@@ -28,7 +28,7 @@ object and its socket.  State that most sockets never use (pushed-back data,
 a deadline, the close reason, cached addresses) lives in a small side object
 made on first use, and the write queue exists only while something is
 queued.  ``read()`` and ``write()`` each test one slot to take their fast
-path (``_pb`` and ``_wq`` are None only while the socket is open with nothing
+path (``__pb`` and ``__wq`` are None only while the socket is open with nothing
 pushed back, nothing queued).
 """
 from __future__ import annotations
@@ -78,7 +78,14 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
       peer that never reads cannot grow the process without bound.
     """
 
-    __slots__ = ("sock", "fd", "closed", "_io", "_mask", "_wq", "_state", "_active", "_pb", "_x", "__weakref__")
+    # The internals are name-mangled (``_Socket__wq``...): a subclass's own
+    # ``self._state`` or ``self._wq`` can never collide with them.
+    __slots__ = ("sock", "fd", "closed", "__io", "__mask", "__wq", "__state", "__active", "__pb", "__x",
+                 "__weakref__")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        checks.refuse_internal_overrides(cls)
 
     max_idle_time: float = 0
     write_high_water: int = 64 * 1024
@@ -94,22 +101,22 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         self.sock: Any = sock  # a socket.socket, or an FdStream for pipes; None once closed
         self.fd = fd
         self.closed = False
-        self._io: Any = loop.channel(sock)  # where the bytes go: see danga.contract.ByteChannel
-        self._mask = 0
-        self._wq: Any = None  # None, a WriteQueue, or _CLOSED
-        self._state = 0
-        self._active = False  # data moved since the last idle sweep
-        self._pb: Any = None  # pushed-back bytes; b"" once closed
-        self._x: Optional[Extras] = None
+        self.__io: Any = loop.channel(sock)  # where the bytes go: see danga.contract.ByteChannel
+        self.__mask = 0
+        self.__wq: Any = None  # None, a WriteQueue, or _CLOSED
+        self.__state = 0
+        self.__active = False  # data moved since the last idle sweep
+        self.__pb: Any = None  # pushed-back bytes; b"" once closed
+        self.__x: Optional[Extras] = None
         loop.add_socket(self, 0)
         if self.max_idle_time:
             self._extras().idle_since = monotonic()  # not loop.now: that is when the pass began
             loop.track_idle(self)
 
     def _extras(self) -> Extras:
-        x = self._x
+        x = self.__x
         if x is None:
-            x = self._x = Extras()
+            x = self.__x = Extras()
         return x
 
     # -- reading ------------------------------------------------------------------
@@ -120,20 +127,20 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         Returns the data; ``b""`` when nothing is available now; ``None`` at
         EOF, on an error, or when the socket is closed.  Pushed-back data is
         returned first, and never mixed with data from the socket."""
-        # Fast path: _pb is None only while the socket is open with nothing
+        # Fast path: __pb is None only while the socket is open with nothing
         # pushed back (close() sets it to b"").
-        if self._pb is None and n.__class__ is int and 0 < n <= MAX_READ:
+        if self.__pb is None and n.__class__ is int and 0 < n <= MAX_READ:
             try:
-                data = self._io.recv(n)
+                data = self.__io.recv(n)
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError as e:
                 self._read_failed(e)
                 return None
             if data:
-                self._active = True
+                self.__active = True
                 return data
-            self._state |= EOF
+            self.__state |= EOF
             return None
         return self._read_slow(n)
 
@@ -141,17 +148,17 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         if self.closed:
             return None
         n = checks.read_count(n)
-        data = self._pb
+        data = self.__pb
         if not data:
             return self.read(n)  # a valid count, nothing pushed back: the fast path
         if len(data) <= n:
-            self._pb = None
+            self.__pb = None
             return data
-        self._pb = data[n:]
+        self.__pb = data[n:]
         return data[:n]
 
     def _read_failed(self, e: OSError) -> None:
-        self._state |= EOF
+        self.__state |= EOF
         self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
 
     def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
@@ -165,7 +172,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
             raise TypeError(f"danga: push_back_read takes bytes, got {type(data).__name__}")
         if not data:
             return
-        self._pb = bytes(data) + (self._pb or b"")
+        self.__pb = bytes(data) + (self.__pb or b"")
         _loop.current().want_push_back(self)
 
     # -- writing --------------------------------------------------------------------
@@ -184,46 +191,46 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         did.  Queued bytes that can never be sent are reported through
         ``close()``: its reason, and ``unsent``."""
         # Fast path: nothing queued (and open: close() sets _wq to ()), bytes.
-        if self._wq is None and data.__class__ is bytes:
+        if self.__wq is None and data.__class__ is bytes:
             try:
-                n = self._io.send(data)
+                n = self.__io.send(data)
             except (BlockingIOError, InterruptedError):
                 return self._blocked(data)
             except OSError as e:
                 return self._write_failed(e, len(data))
             if n == len(data):
-                self._active = True
+                self.__active = True
                 return True
             if n:
-                self._active = True
+                self.__active = True
             return self._enqueue(memoryview(data)[n:], len(data) - n)
         return self._write_slow(data)
 
     def _write_slow(self, data: Any) -> bool:
         if data is None:
-            return self._flush() if self._wq is not None and not self.closed else True
+            return self._flush() if self.__wq is not None and not self.closed else True
         if callable(data):
             if self.closed:
                 return True
-            if self._wq is None:
+            if self.__wq is None:
                 data()
                 return not self.write_buf_size  # it may have written more than could go out
             return self._enqueue(data, 1)
         view = checks.bytes_view(data)
         if self.closed:
             return True
-        if self._wq is not None:
+        if self.__wq is not None:
             if not view and not self._queue_empty_writes:
-                return not self._wq.items
+                return not self.__wq.items
             return self._enqueue(view.tobytes() if data.__class__ is not bytes else data, len(view))
         try:
-            n = self._io.send(view)
+            n = self.__io.send(view)
         except (BlockingIOError, InterruptedError):
             return self._blocked(bytes(view))  # a copy: the caller may reuse its buffer
         except OSError as e:
             return self._write_failed(e, len(view))
         if n:
-            self._active = True
+            self.__active = True
         if n == len(view):
             return True
         return self._enqueue(bytes(view[n:]), len(view) - n)  # a copy: the caller may reuse its buffer
@@ -243,10 +250,10 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
     def _enqueue(self, item: Any, size: int) -> bool:
         """Queue ``item``: on the first backlog, make the queue and ask for
         writability; close with ``"write_buffer_limit"`` beyond the hard limit."""
-        q = self._wq
+        q = self.__wq
         first = q is None
         if first:
-            q = self._wq = self._queue_class(self)
+            q = self.__wq = self._queue_class(self)
         if not q.append(item, size):
             self.close("write_buffer_limit")
         elif first and not self.closed:
@@ -255,24 +262,24 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
 
     def _flush(self) -> bool:
         """Send what is queued; True once the queue is empty."""
-        q = self._wq
-        if self._state & CONNECTING:
+        q = self.__wq
+        if self.__state & CONNECTING:
             return not q.items  # held until event_connected()
         try:
-            if q.flush(self._io):
-                self._active = True
+            if q.flush(self.__io):
+                self.__active = True
         except OSError as e:
             return self._write_failed(e)
-        if self._wq is not q:  # a queued callable (or a hook) closed the socket
+        if self.__wq is not q:  # a queued callable (or a hook) closed the socket
             return True
         if q.items:
             self.on_incomplete_write()
             return False
         if not q.flushing:  # a flush further up the stack still walks this queue
-            self._wq = None
-            if self._state & AUTO_WRITE and not self.closed:
-                self._state &= ~AUTO_WRITE
-                self._set_mask(self._mask & ~WRITE)
+            self.__wq = None
+            if self.__state & AUTO_WRITE and not self.closed:
+                self.__state &= ~AUTO_WRITE
+                self._set_mask(self.__mask & ~WRITE)
         return True
 
     def _write_failed(self, e: OSError, lost: int = 0) -> bool:
@@ -281,10 +288,10 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         reason = name if name in ("EPIPE", "ECONNRESET") else f"write_error: {name or e}"
         x = self._extras()
         x.unsent += lost
-        if self._state & LINGER:
+        if self.__state & LINGER:
             self._finish_close()  # already closed for the user; the peer is gone
         else:
-            self._state |= EOF
+            self.__state |= EOF
             x.read_error = reason  # no lingering after a write error
             self.close(reason)
         return False
@@ -292,16 +299,16 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
     @property
     def write_buf_size(self) -> int:
         """Bytes queued and not yet sent (a queued callable counts 1)."""
-        q = self._wq
+        q = self.__wq
         return q.size if q else 0
 
     def on_incomplete_write(self) -> None:
         """Called when a write could not send everything.  The default turns
         on write interest (and remembers that the library did, so it turns it
         off again once the queue drains)."""
-        if not self._mask & WRITE:
-            self._state |= AUTO_WRITE
-            self._set_mask(self._mask | WRITE)
+        if not self.__mask & WRITE:
+            self.__state |= AUTO_WRITE
+            self._set_mask(self.__mask | WRITE)
 
     # -- interest -----------------------------------------------------------------------
 
@@ -309,10 +316,10 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         """Ask for (or stop) ``event_read`` calls when data is ready."""
         if self.closed:
             return
-        mask = self._mask | READ if on else self._mask & ~READ
-        if mask != self._mask:
+        mask = self.__mask | READ if on else self.__mask & ~READ
+        if mask != self.__mask:
             self._set_mask(mask)
-        if on and self._pb:
+        if on and self.__pb:
             _loop.current().want_push_back(self)
 
     def watch_write(self, on: bool = True) -> None:
@@ -322,31 +329,31 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         drains (the default ``event_write`` turns it off then)."""
         if self.closed:
             return
-        self._state &= ~AUTO_WRITE
-        mask = self._mask | WRITE if on else self._mask & ~WRITE
-        if mask != self._mask:
+        self.__state &= ~AUTO_WRITE
+        mask = self.__mask | WRITE if on else self.__mask & ~WRITE
+        if mask != self.__mask:
             self._set_mask(mask)
 
     def _set_mask(self, mask: int) -> None:
-        self._mask = mask
-        state = self._state
+        self.__mask = mask
+        state = self.__state
         if not state & PARKED:
             _loop.current().set_interest(self, mask)
         elif state & HUP_WAITS and mask & READ:
-            self._state = state & ~(PARKED | HUP_WAITS)  # the unread data, then the HUP
+            self.__state = state & ~(PARKED | HUP_WAITS)  # the unread data, then the HUP
             _loop.current().unpark(self, mask)
 
     def _park(self, hup_waits: bool = False) -> None:
-        self._state |= PARKED | (HUP_WAITS if hup_waits else 0)
+        self.__state |= PARKED | (HUP_WAITS if hup_waits else 0)
         _loop.current().park(self)
 
     @property
     def watching_read(self) -> bool:
-        return bool(self._mask & READ)
+        return bool(self.__mask & READ)
 
     @property
     def watching_write(self) -> bool:
-        return bool(self._mask & WRITE)
+        return bool(self.__mask & WRITE)
 
     # -- the loop's side of the contract (danga.contract.SocketSide) ----------------------
 
@@ -354,13 +361,13 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         """Deliver ``mask``: read, write, err, hup; after a close, only what
         a lingering socket needs."""
         if self.closed:
-            if self._state & LINGER:
+            if self.__state & LINGER:
                 if mask & (ERR | HUP) and not mask & WRITE:
                     self._finish_close()
-                elif self._flush() and self._state & LINGER:
+                elif self._flush() and self.__state & LINGER:
                     self._finish_close()
             return
-        if self._state & CONNECTING:
+        if self.__state & CONNECTING:
             if mask & (WRITE | ERR | HUP):
                 self._connect_finished()
             return
@@ -373,13 +380,13 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
             if self.closed:
                 return
         if mask & (ERR | HUP):
-            if not self._state & EOF:
+            if not self.__state & EOF:
                 # Unread data may come with a HUP: keep delivering event_read
                 # until read() sees EOF; while reading is paused, hold the HUP
                 # back until it resumes.
-                if mask & READ and self._mask & READ:
+                if mask & READ and self.__mask & READ:
                     return
-                if mask == HUP and not self._mask & READ and self._may_have_unread_data():
+                if mask == HUP and not self.__mask & READ and self._may_have_unread_data():
                     self._park(hup_waits=True)
                     return
             if mask & ERR:
@@ -401,13 +408,13 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
             return False
 
     def loop_push_back_pending(self) -> int:
-        pb = self._pb
-        return len(pb) if pb and self._mask & READ else 0
+        pb = self.__pb
+        return len(pb) if pb and self.__mask & READ else 0
 
     def loop_idle_for(self, now: float) -> float:
         x = self._extras()
-        if self._active:
-            self._active = False
+        if self.__active:
+            self.__active = False
             x.idle_since = now
             return 0.0
         return now - x.idle_since
@@ -470,11 +477,11 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         self.closed = True
         x = self._extras()
         x.close_reason = reason
-        self._pb = b""
+        self.__pb = b""
         x.deadline = cancel(x.deadline)
-        if (self._state & EOF and self._wq and x.read_error is None and self.flush_on_eof_close
-                and not self._state & (CONNECTING | PARKED)):
-            self._state |= LINGER  # closed for the user, still sending what the peer waits for
+        if (self.__state & EOF and self.__wq and x.read_error is None and self.flush_on_eof_close
+                and not self.__state & (CONNECTING | PARKED)):
+            self.__state |= LINGER  # closed for the user, still sending what the peer waits for
             self._set_mask(WRITE)
             x.deadline = _loop.current().add_timer(self.close_linger, self._linger_expired)
         else:
@@ -488,7 +495,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
                     _loop.current().report_error(None, exc, "close watcher")
 
     def _linger_expired(self) -> None:
-        if self._state & LINGER:
+        if self.__state & LINGER:
             log.info("danga: %s: gave up sending %d bytes after %gs", self.as_string(), self.write_buf_size,
                      self.close_linger)
             self._finish_close()
@@ -497,14 +504,14 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         """Drop the queue (counted in ``unsent``), the timers and the socket
         object; return the socket object (None if it was already gone)."""
         x = self._extras()
-        self._state &= ~LINGER
+        self.__state &= ~LINGER
         x.deadline = cancel(x.deadline)
         x.connect_timer = cancel(x.connect_timer)
-        q = self._wq
+        q = self.__wq
         if q:
             x.unsent += q.discard()
-        self._wq = _CLOSED
-        self._pb = b""
+        self.__wq = _CLOSED
+        self.__pb = b""
         sock, self.sock = self.sock, None
         return sock
 
@@ -526,7 +533,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
     @property
     def lingering(self) -> bool:
         """True while a closed socket is still sending queued data."""
-        return bool(self._state & LINGER)
+        return bool(self.__state & LINGER)
 
     def add_close_watcher(self, cb: Callable[["Socket", str], object]) -> None:
         """Call ``cb(socket, reason)`` once, when this socket is closed."""
@@ -553,12 +560,12 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
     @property
     def close_reason(self) -> Optional[str]:
         """Why the socket was closed (None while open)."""
-        return self._x.close_reason if self._x is not None else None
+        return self.__x.close_reason if self.__x is not None else None
 
     @property
     def unsent(self) -> int:
         """Bytes (and queued callables, 1 each) dropped by ``close()``."""
-        return self._x.unsent if self._x is not None else 0
+        return self.__x.unsent if self.__x is not None else 0
 
     # -- deadlines and idleness ----------------------------------------------------------
 
@@ -596,7 +603,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
 
     def as_string(self) -> str:
         """``"Class(RW): open to 127.0.0.1:5000"``, as Danga::Socket's."""
-        rw = ("R" if self._mask & READ else "") + ("W" if self._mask & WRITE else "")
+        rw = ("R" if self.__mask & READ else "") + ("W" if self.__mask & WRITE else "")
         s = f"{type(self).__name__}({rw}): {'closed' if self.closed else 'open'}"
         if not self.closed:
             peer = self.peer_addr_string()

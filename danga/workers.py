@@ -68,8 +68,8 @@ class Worker:
     max_restarts: int = 5  # per minute
 
     def __init__(self, channel: "_WorkerSide") -> None:
-        self._channel = channel
-        self._request: Optional[int] = None
+        self.__channel = channel
+        self.__request: Optional[int] = None
 
     def worker_init(self) -> None:
         """Set-up in the child before the first request."""
@@ -81,7 +81,7 @@ class Worker:
     def send_data(self, message: Any) -> None:
         """Reply to the request being handled (or, outside one, send the
         master an unsolicited message, given to ``on_message``)."""
-        self._channel.send(self._request or 0, "reply", message)
+        self.__channel.send(self.__request or 0, "reply", message)
 
 
 class _Framed(Connection):
@@ -108,14 +108,14 @@ class _WorkerSide(_Framed):
 
     def on_frame(self, rid: int, kind: str, payload: Any) -> None:
         w = self.worker
-        w._request = rid
+        w._Worker__request = rid  # the Worker's own (name-mangled) slot
         try:
             w.receive_data(payload)
         except Exception as exc:
             log.exception("danga: worker %s failed on a request", w.name)
             self.send(rid, "error", f"{type(exc).__name__}: {exc}")
         finally:
-            w._request = None
+            w._Worker__request = None
 
     def close(self, reason: str = "") -> None:
         super().close(reason)

@@ -198,7 +198,7 @@ def test_broadcast_queues_the_same_object():
         ch.join(m)
     ch.broadcast(bytes(300_000))  # partly sent at once, the rest queued
     ch.broadcast(b"second")
-    queued = [m._wq.items[-1] for m in members]
+    queued = [m._Socket__wq.items[-1] for m in members]
     assert queued[0] is queued[1]
     for m in members:
         m.close()

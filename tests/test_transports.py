@@ -256,7 +256,7 @@ def test_udp_queued_datagrams_are_not_merged():
     cli = danga.connect(f"udp://127.0.0.1:{port}", DgramClient)
     run(lambda: not cli.connecting)
     # force the queue: these go through the write queue and the flush path
-    cli._wq = cli._queue_class(cli)
+    cli._Socket__wq = cli._queue_class(cli)
     for m in (b"a", b"bb", b"ccc"):
         cli.write(m)
     cli.write(None)
