@@ -27,14 +27,24 @@ class Connection(Socket):
 
     #: read size per readable event
     read_size = 65536
-    #: a Framer instance, or a zero-argument callable making one per connection
+    #: a Framer class, a zero-argument callable making one, or an instance
+    #: (each connection gets its own ``clone()``: framers hold buffered
+    #: bytes, which must never pass between clients).  On the connection,
+    #: ``self.framer`` is its own framer (``self.framer.expect_raw(n)``).
     framer: Any = None
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
         self.id = next(_ids)
         f = type(self).framer
-        self.__framer: Optional[Framer] = f() if callable(f) and not isinstance(f, Framer) else f
+        if isinstance(f, Framer):
+            f = f.clone()
+        elif f is not None:
+            if not callable(f):
+                raise TypeError(f"danga: {type(self).__name__}.framer must be a Framer class, factory or "
+                                f"instance, not {type(f).__name__}")
+            f = f()
+        self.framer: Optional[Framer] = f
         self.__closing_after_write = False
         self.watch_read(True)
         self.post_init()
@@ -57,8 +67,8 @@ class Connection(Socket):
 
     def send_data(self, data: bytes) -> bool:
         """Send bytes (framed first, when a framer is set)."""
-        if self.__framer is not None:
-            data = self.__framer.frame(data)
+        if self.framer is not None:
+            data = self.framer.frame(data)
         return self.write(data)
 
     def close_connection(self, after_writing: bool = False) -> None:
@@ -112,19 +122,17 @@ class Connection(Socket):
             return
         if not data:
             return
-        framer = self.__framer
+        framer = self.framer
         if framer is None:
             self.receive_data(data)
             return
         try:
-            messages = framer.feed(data)
+            for m in framer.messages(data):  # one at a time: receive_data may switch the framer's mode
+                self.receive_data(m)
+                if self.closed:
+                    return
         except FrameError as e:
             self.close(f"frame_error: {e}")
-            return
-        for m in messages:
-            if self.closed:
-                return
-            self.receive_data(m)
 
     def event_connected(self) -> None:
         self.connection_completed()

@@ -37,7 +37,7 @@ import errno
 import logging
 import socket as _socket
 from time import monotonic
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from . import addresses, checks, sockopts
 from . import loop as _loop
@@ -46,7 +46,7 @@ from .perl import SocketSpellings
 from .pollers import ERR, HUP, READ, WRITE
 from .sockstate import AUTO_WRITE, CONNECTING, EOF, HUP_WAITS, LINGER, PARKED, Extras
 from .timers import cancel
-from .writequeue import WriteQueue
+from .writequeue import IOV_MAX, WriteQueue
 
 log = logging.getLogger("danga")
 
@@ -234,6 +234,40 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         if n == len(view):
             return True
         return self._enqueue(bytes(view[n:]), len(view) - n)  # a copy: the caller may reuse its buffer
+
+    def writelines(self, buffers: Iterable[Any]) -> bool:
+        """Write several bytes-like buffers in order, as ``write`` would one
+        by one, but with one ``sendmsg`` when nothing is queued and no
+        joining copy (a header, a 1 MiB value and a trailer go out as they
+        are).  Returns what ``write`` returns."""
+        items = [b if b.__class__ is bytes else checks.bytes_view(b) for b in buffers]
+        if self.closed:
+            return True
+        if self.__wq is not None or self._queue_empty_writes or len(items) < 2:
+            for item in items:  # queued already (or datagrams): each as write() takes it
+                self.write(item if item.__class__ is bytes else bytes(item))
+            return not self.write_buf_size
+        items = [item for item in items if len(item)]
+        try:
+            n = self.__io.sendmsg(items[:IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            return self._write_failed(e, sum(map(len, items)))
+        if n:
+            self.__active = True
+        for i, item in enumerate(items):
+            if n >= len(item):
+                n -= len(item)
+                continue
+            for rest in [memoryview(item)[n:]] + items[i + 1:]:  # what the kernel did not take
+                if rest.__class__ is memoryview and not (rest.readonly and rest.obj.__class__ is bytes):
+                    rest = bytes(rest)  # the caller may reuse a mutable buffer
+                self._enqueue(rest, len(rest))
+                if self.closed:
+                    break
+            return False
+        return True
 
     #: whether ``write(b"")`` is an item of its own (a datagram) or nothing (a stream)
     _queue_empty_writes = False
@@ -566,40 +600,6 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
     def unsent(self) -> int:
         """Bytes (and queued callables, 1 each) dropped by ``close()``."""
         return self.__x.unsent if self.__x is not None else 0
-
-    # -- deadlines and idleness ----------------------------------------------------------
-
-    def set_deadline(self, seconds: Optional[float], reason: str = "deadline") -> None:
-        """Close the socket with ``reason`` unless ``set_deadline(None)`` is
-        called within ``seconds``.  A total deadline, not reset by activity:
-        the protection against a client that trickles a request slowly."""
-        if self.closed:
-            return
-        x = self._extras()
-        x.deadline = cancel(x.deadline)
-        if seconds is not None:
-            x.deadline = _loop.current().add_timer(seconds, lambda: self.close(reason))
-
-    def set_idle_timeout(self, seconds: float) -> None:
-        """Close with reason ``"idle_timeout"`` after ``seconds`` without data
-        moving (this socket's own ``max_idle_time``; 0 turns it off).  Needs
-        an instance ``__dict__``, which every subclass without ``__slots__`` has."""
-        try:
-            self.max_idle_time = seconds  # the instance's own: needs a __dict__
-        except AttributeError:
-            raise TypeError(f"danga: set_idle_timeout needs an instance __dict__, and {type(self).__name__} "
-                            "declares __slots__; set max_idle_time on the class instead") from None
-        if seconds and not self.closed:
-            self._extras().idle_since = monotonic()
-            _loop.current().track_idle(self)
-
-    # -- per-socket post-loop callback --------------------------------------------------
-
-    def set_post_loop_callback(self, cb: Optional[_loop.PostLoopCallback]) -> None:
-        """Run ``cb(descriptor_map, other_fds)`` after every loop pass while
-        this socket is open; a false return ends ``event_loop()``.  None
-        removes it."""
-        _loop.current().set_post_loop_callback(self, cb)
 
     def as_string(self) -> str:
         """``"Class(RW): open to 127.0.0.1:5000"``, as Danga::Socket's."""

@@ -1,15 +1,21 @@
-"""Socket options behind ``Socket``'s methods, mixed into it.
+"""Per-socket settings behind ``Socket``'s methods, mixed into it: TCP
+options, deadlines, the idle timeout, the post-loop callback.
 
-Each method works on any descriptor ``Socket`` wraps: an option the socket
-or the platform does not have is ignored, never an error (corking a UNIX
-socket or a pipe does nothing).
+Each works on any descriptor ``Socket`` wraps: an option the socket or the
+platform does not have is ignored, never an error (corking a UNIX socket or
+a pipe does nothing).
 """
 from __future__ import annotations
 
 import errno
 import logging
 import socket as _socket
-from typing import TYPE_CHECKING, Any
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Optional, cast
+
+from . import loop as _loop
+from .contract import SocketSide
+from .timers import cancel
 
 log = logging.getLogger("danga")
 
@@ -22,18 +28,22 @@ def set_cork(sock: Any, on: bool) -> None:
 
 
 class SocketOptions:
-    """Mixed into ``Socket``: TCP options."""
+    """Mixed into ``Socket``: per-socket settings."""
 
-    __slots__ = ()
-    if TYPE_CHECKING:
+    if not TYPE_CHECKING:
+        __slots__ = ()  # keeps Socket free of a __dict__ (mypy would check Socket's slots against it)
+    else:
         sock: Any
         closed: bool
 
         def _extras(self) -> Any: ...
 
-        def as_string(self) -> str: ...
+        def as_string(self) -> str:
+            raise NotImplementedError
 
         def close(self, reason: str = "") -> None: ...
+
+        max_idle_time: float
 
     def tcp_cork(self, on: bool) -> None:
         """Hold back partial frames (Linux TCP_CORK) until ``tcp_cork(False)``.
@@ -55,3 +65,33 @@ class SocketOptions:
                 raise
             return  # not a TCP socket: nothing to cork
         x.corked = on
+
+    def set_deadline(self, seconds: Optional[float], reason: str = "deadline") -> None:
+        """Close the socket with ``reason`` unless ``set_deadline(None)`` is
+        called within ``seconds``.  A total deadline, not reset by activity:
+        the protection against a client that trickles a request slowly."""
+        if self.closed:
+            return
+        x = self._extras()
+        x.deadline = cancel(x.deadline)
+        if seconds is not None:
+            x.deadline = _loop.current().add_timer(seconds, lambda: self.close(reason))
+
+    def set_idle_timeout(self, seconds: float) -> None:
+        """Close with reason ``"idle_timeout"`` after ``seconds`` without data
+        moving (this socket's own ``max_idle_time``; 0 turns it off).  Needs
+        an instance ``__dict__``, which every subclass without ``__slots__`` has."""
+        try:
+            self.max_idle_time = seconds  # the instance's own: needs a __dict__
+        except AttributeError:
+            raise TypeError(f"danga: set_idle_timeout needs an instance __dict__, and {type(self).__name__} "
+                            "declares __slots__; set max_idle_time on the class instead") from None
+        if seconds and not self.closed:
+            self._extras().idle_since = monotonic()
+            _loop.current().track_idle(cast(SocketSide, self))
+
+    def set_post_loop_callback(self, cb: Optional[_loop.PostLoopCallback]) -> None:
+        """Run ``cb(descriptor_map, other_fds)`` after every loop pass while
+        this socket is open; a false return ends ``event_loop()``.  None
+        removes it."""
+        _loop.current().set_post_loop_callback(cast(SocketSide, self), cb)

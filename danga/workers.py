@@ -38,6 +38,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import loop as _loop
+from .checks import refuse_internal_overrides
 from .connection import Connection
 from .framing import LengthPrefixed
 from .signals import run_loop
@@ -67,9 +68,21 @@ class Worker:
     name: str = ""
     max_restarts: int = 5  # per minute
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        refuse_internal_overrides(cls)
+
     def __init__(self, channel: "_WorkerSide") -> None:
         self.__channel = channel
         self.__request: Optional[int] = None
+
+    def _handle(self, rid: int, message: Any) -> None:
+        """One request: ``receive_data`` with ``send_data`` replying to ``rid``."""
+        self.__request = rid
+        try:
+            self.receive_data(message)
+        finally:
+            self.__request = None
 
     def worker_init(self) -> None:
         """Set-up in the child before the first request."""
@@ -108,14 +121,11 @@ class _WorkerSide(_Framed):
 
     def on_frame(self, rid: int, kind: str, payload: Any) -> None:
         w = self.worker
-        w._Worker__request = rid  # the Worker's own (name-mangled) slot
         try:
-            w.receive_data(payload)
+            w._handle(rid, payload)
         except Exception as exc:
             log.exception("danga: worker %s failed on a request", w.name)
             self.send(rid, "error", f"{type(exc).__name__}: {exc}")
-        finally:
-            w._Worker__request = None
 
     def close(self, reason: str = "") -> None:
         super().close(reason)
