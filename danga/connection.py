@@ -34,8 +34,6 @@ class Connection(Socket):
     framer: Any = None
 
     def __init__(self, sock: Any) -> None:
-        super().__init__(sock)
-        self.id = next(_ids)
         f = type(self).framer
         if isinstance(f, Framer):
             f = f.clone()
@@ -45,6 +43,8 @@ class Connection(Socket):
                                 f"instance, not {type(f).__name__}")
             f = f()
         self.framer: Optional[Framer] = f
+        super().__init__(sock)
+        self.id = next(_ids)
         self.__closing_after_write = False
         self.watch_read(True)
         self.post_init()
