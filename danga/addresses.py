@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
@@ -48,10 +48,24 @@ def _bad(url: str, what: str) -> ValueError:
     return ValueError(f"danga: bad URL {url!r}: {what}")
 
 
-def parse(url: str) -> Address:
-    """Parse ``url``; raise ValueError naming the URL and the part that is wrong."""
+#: what ``listen``/``connect`` take: a URL, or a ``(host, port)`` pair for TCP
+Where = Union[str, Tuple[str, int]]
+
+
+def from_pair(pair: Any) -> str:
+    """The ``tcp://`` URL of a ``(host, port)`` pair (IPv6 hosts bracketed)."""
+    if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+            and isinstance(pair[1], int) and not isinstance(pair[1], bool)):
+        raise TypeError(f"danga: an address is a URL string or a (host, port) pair, got {pair!r}")
+    host, port = pair
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def parse(url: Where) -> Address:
+    """Parse ``url`` (or a ``(host, port)`` pair); raise ValueError naming
+    the URL and the part that is wrong."""
     if not isinstance(url, str):
-        raise TypeError(f"danga: an address is a URL string, got {type(url).__name__}")
+        url = from_pair(url)
     scheme, sep, _ = url.partition(":")
     scheme = scheme.lower()
     if not sep or scheme not in SCHEMES:
@@ -128,6 +142,15 @@ def _parse_ip(url, parts, scheme, options) -> Address:
         raise _bad(url, f"port {port} is out of range 0-65535")
     family = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(scheme[-1], socket.AF_UNSPEC)
     return Address(url, scheme, family, stype, (host, port), options)
+
+
+def bind(sock: socket.socket, target: Any, addr: Address) -> None:
+    """``sock.bind(target)``, with an error that names the URL (and keeps the errno)."""
+    try:
+        sock.bind(target)
+    except OSError as e:
+        hint = " (is another server on that port?)" if e.errno == 98 else ""
+        raise OSError(e.errno, f"danga: cannot listen on {addr.url!r}: {e.strerror}{hint}") from None
 
 
 def resolve(addr: Address, passive: bool) -> Tuple[int, tuple]:

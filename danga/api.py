@@ -27,9 +27,17 @@ def event_loop() -> None:
     signals.run_loop(_loop.current())
 
 
-def stop() -> None:
-    """Make ``event_loop()`` return after the current pass."""
-    _loop.current().stop()
+def stop(grace: Optional[float] = None) -> None:
+    """Make ``event_loop()`` return after the current pass; with ``grace``
+    (seconds), stop gracefully: stop accepting, let the open connections
+    finish for up to ``grace`` seconds (then close them with
+    ``"shutdown"``), then return."""
+    if grace is None:
+        _loop.current().stop()
+        return
+    from .listener import drain  # listener.py sits above this module (it subclasses Socket)
+
+    drain(grace)
 
 
 def add_timer(seconds: float, callback: Callable[[], object]) -> Timer:

@@ -21,7 +21,9 @@ import errno
 import logging
 import os
 import socket
-from typing import Any, Callable, Optional, Set
+import weakref
+from time import monotonic
+from typing import Any, Callable, List, Optional
 
 from . import loop as _loop
 from .socket import Socket
@@ -106,7 +108,7 @@ class Listener(Socket):
         self.accepted = 0  # connections handed to the factory
         self.rejected = 0  # connections closed at once for max_connections
         self.dropped = 0  # connections closed at once for lack of descriptors
-        self.__children: Set[Socket] = set()
+        self.__children: "weakref.WeakSet[Socket]" = weakref.WeakSet()
         self.__unlink = unlink
         self.__paused = False
         self.__reserve = _loop.current().service("fd_reserve", FdReserve)
@@ -118,11 +120,14 @@ class Listener(Socket):
         """The bound port (for ``tcp://host:0``)."""
         return self.sock.getsockname()[1]
 
+    def children(self) -> List[Socket]:
+        """The connections it accepted that are still open."""
+        return [c for c in self.__children if not c.closed]
+
     @property
     def connections(self) -> int:
-        """Open connections accepted by this listener (counted when limited)."""
-        self.__children = {c for c in self.__children if not c.closed}
-        return len(self.__children)
+        """Open connections accepted by this listener."""
+        return sum(1 for c in self.__children if not c.closed)
 
     def event_read(self) -> None:
         sock = self.sock
@@ -140,7 +145,7 @@ class Listener(Socket):
                     continue  # that client gave up or was filtered; the next may be fine
                 log.warning("danga: accept on %s failed: %s", self.local_addr_string(), e)
                 return
-            if limit is not None and len(self.__children) >= limit and self.connections >= limit:
+            if limit is not None and self.connections >= limit:
                 self.rejected += 1
                 if self.reject:
                     try:
@@ -158,8 +163,7 @@ class Listener(Socket):
                 _loop.current().report_error(None, exc, f"connection factory {self.factory!r}")
                 continue
             self.accepted += 1
-            if limit is not None:
-                self.__children.add(obj)
+            self.__children.add(obj)
             if self.closed:
                 return
 
@@ -201,3 +205,31 @@ class Listener(Socket):
                 os.unlink(self.__unlink)
             except OSError:
                 pass
+
+
+def drain(grace: float) -> None:
+    """Stop gracefully: every listener takes what is already waiting in its
+    backlog and closes; ``event_loop()`` returns once the connections they
+    accepted have all closed, or after ``grace`` seconds, when the rest are
+    closed with reason ``"shutdown"``.  Other sockets are not waited for."""
+    loop = _loop.current()
+    conns: "weakref.WeakSet[Socket]" = weakref.WeakSet()
+    for s in list(loop.descriptor_map.values()):
+        if isinstance(s, Listener) and not s.closed:
+            s.accept_per_pass = 1 << 30
+            s.event_read()  # what clients already connected expect to be served
+            conns.update(s.children())
+            s.close("shutdown")
+    deadline = monotonic() + grace
+
+    def check() -> None:
+        left = [c for c in conns if not c.closed]
+        if left and monotonic() < deadline:
+            loop.add_timer(0.02, check)
+            return
+        for c in left:
+            c.close("shutdown")
+        loop.stop()
+
+    check()
+

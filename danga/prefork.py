@@ -22,12 +22,12 @@ from typing import Any, Callable, Dict, List, Optional
 from . import addresses
 from . import loop as _loop
 from .signals import add_signal_handler, run_loop
-from .transports import Listener
+from .listener import Listener, drain
 
 log = logging.getLogger("danga")
 
 
-def serve(url: str, factory: Callable[[Any], Any], processes: int = 2, grace: float = 10.0,
+def serve(url: addresses.Where, factory: Callable[[Any], Any], processes: int = 2, grace: float = 10.0,
           max_restarts: int = 10, on_ready: Optional[Callable[[int], object]] = None,
           **listen_options: Any) -> None:
     """Serve ``url`` with ``processes`` forked children; returns after a
@@ -42,7 +42,7 @@ def serve(url: str, factory: Callable[[Any], Any], processes: int = 2, grace: fl
     holder = socket.socket(family, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind(target)
+    addresses.bind(holder, target, addr)
     bound = holder.getsockname()
     master = _Master(family, bound, factory, processes, grace, max_restarts, listen_options)
     try:
@@ -139,29 +139,15 @@ def _child(family, bound, factory, grace, listen_options) -> None:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(bound)
+    sock.bind(bound)  # the master holds it: it is free to bind
     sock.listen(listen_options.pop("backlog", 1024))
-    listener = Listener(sock, factory, **listen_options)
-    state: Dict[str, float] = {}
+    Listener(sock, factory, **listen_options)
+    draining: List[bool] = []
 
     def drain_and_stop(signum: int) -> None:
-        if "deadline" in state:
-            return
-        state["deadline"] = time.monotonic() + grace
-        if not listener.closed:
-            listener.accept_per_pass = 1 << 30
-            listener.event_read()  # take what is already waiting in the backlog
-            listener.close("shutdown")
-        check()
-
-    def check() -> None:
-        open_conns = [s for s in _loop.current().descriptor_map.values() if not s.closed]
-        if not open_conns or time.monotonic() >= state["deadline"]:
-            for s in open_conns:
-                s.close("shutdown")
-            _loop.current().stop()
-        else:
-            _loop.current().add_timer(0.02, check)
+        if not draining:  # a second SIGTERM does not cut the grace period short
+            draining.append(True)
+            drain(grace)
 
     add_signal_handler(signal.SIGTERM, drain_and_stop)
     add_signal_handler(signal.SIGINT, lambda s: None)  # the master decides (Ctrl-C reaches the whole group)

@@ -30,7 +30,7 @@ def _check_opts(kind: str, given: dict, allowed: set) -> None:
         raise TypeError(f"danga.{kind}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
 
 
-def listen(url: str, factory: Factory, **options: Any) -> Socket:
+def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
     """Listen on ``url`` and hand each connection to ``factory(sock)``.
 
     Stream URLs (``tcp``, ``local``, ``fd`` of a listening socket) return a
@@ -46,7 +46,7 @@ def listen(url: str, factory: Factory, **options: Any) -> Socket:
         raise ValueError(f"danga: {url!r} has no listening side; danga.connect('anon:', Class) returns both ends")
     if addr.scheme == "fifo":
         path = addr.target
-        _ensure_fifo(path, url)
+        _ensure_fifo(path, addr.url)
         # O_RDWR keeps a writer reference of our own, so the reader never
         # sees EOF between writers: the FIFO serves whoever opens it next.
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -75,7 +75,7 @@ def listen(url: str, factory: Factory, **options: Any) -> Socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(target)
+        addresses.bind(sock, target, addr)
         if addr.type == socket.SOCK_STREAM:
             sock.listen(backlog)
             return Listener(sock, factory, unlink=unlink, **options)
@@ -89,7 +89,7 @@ def listen(url: str, factory: Factory, **options: Any) -> Socket:
     return obj
 
 
-def connect(url: str, factory: Factory, **options: Any) -> Any:
+def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     """Connect to ``url`` without blocking; returns ``factory(sock)`` at once.
 
     The object's ``event_connected()`` runs when the connection is up and
@@ -107,12 +107,12 @@ def connect(url: str, factory: Factory, **options: Any) -> Any:
         a, b = socket.socketpair()
         return factory(a), factory(b)
     if addr.scheme == "fifo":
-        _ensure_fifo(addr.target, url)
+        _ensure_fifo(addr.target, addr.url)
         try:
             fd = os.open(addr.target, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             if e.errno == errno.ENXIO:
-                raise OSError(e.errno, f"danga: nobody is reading {url!r} yet (ENXIO)") from None
+                raise OSError(e.errno, f"danga: nobody is reading {addr.url!r} yet (ENXIO)") from None
             raise
         return factory(FdStream(fd))
     if addr.scheme == "fd":

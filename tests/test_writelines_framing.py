@@ -138,3 +138,78 @@ def test_a_framer_that_is_not_a_framer_is_refused():
         Bad(a)
     a.close()
     b.close()
+
+
+# -- addresses and errors a new user meets
+
+
+def test_a_busy_port_names_the_url_and_keeps_the_errno():
+    first = danga.listen("tcp://127.0.0.1:0", Plain)
+    url = f"tcp://127.0.0.1:{first.port}"
+    with pytest.raises(OSError, match=rf"cannot listen on '{url}': Address already in use") as err:
+        danga.listen(url, Plain)
+    assert err.value.errno == 98
+    first.close()
+
+
+def test_listen_and_connect_take_a_host_port_pair_ipv6_without_brackets():
+    lst = danga.listen(("127.0.0.1", 0), Plain)
+    c = danga.connect(("127.0.0.1", lst.port), Plain)
+    run(lambda: not c.connecting and lst.accepted == 1)
+    assert c.peer_addr_string() == f"127.0.0.1:{lst.port}"
+    c.close()
+    lst.close()
+    try:
+        lst6 = danga.listen(("::1", 0), Plain)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    assert lst6.local_addr_string() == f"[::1]:{lst6.port}"
+    lst6.close()
+    for s in list(danga.descriptor_map().values()):
+        s.close()
+    with pytest.raises(TypeError, match=r"a URL string or a \(host, port\) pair, got \('x', '80'\)"):
+        danga.listen(("x", "80"), Plain)
+
+
+# -- a graceful stop of one process
+
+
+class Slow(danga.Socket):
+    """Answers a request after 0.3 s, then closes."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.watch_read(True)
+
+    def event_read(self):
+        data = self.read(100)
+        if data:
+            danga.add_timer(0.3, lambda: (self.write(b"done:" + data), self.close("served")))
+        elif data is None:
+            self.close("eof")
+
+
+def test_stop_with_grace_finishes_open_connections_then_returns():
+    lst = danga.listen("tcp://127.0.0.1:0", Slow)
+    clients = [socket.create_connection(("127.0.0.1", lst.port)) for _ in range(3)]
+    for c in clients:
+        c.sendall(b"req")
+    run(lambda: lst.connections == 3)
+    danga.add_timer(0.05, lambda: danga.stop(grace=5))
+    danga.event_loop()  # returns by itself once the three are served
+    assert lst.closed and lst.close_reason == "shutdown"
+    assert [c.recv(100) for c in clients] == [b"done:req"] * 3
+    for c in clients:
+        c.close()
+
+
+def test_stop_with_grace_closes_what_is_left_when_grace_runs_out():
+    lst = danga.listen("tcp://127.0.0.1:0", Plain)
+    c = socket.create_connection(("127.0.0.1", lst.port))
+    run(lambda: lst.connections == 1)
+    conn = lst.children()[0]
+    danga.stop(grace=0.2)
+    danga.event_loop()
+    assert conn.closed and conn.close_reason == "shutdown"
+    assert c.recv(10) == b""
+    c.close()
