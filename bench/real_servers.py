@@ -4,7 +4,9 @@
 
 * RESP: examples/resp_server.py vs redis-server, redis-benchmark -t ping,set,get -c 50, with and without -P 16;
 * HTTP: examples/http_server.py vs Perlbal, wrk -c 50 on a 4 KiB file with keep-alive;
-* Gearman: examples/gearman_server.py vs the C gearmand, foreground jobs per second (gearman_load.py).
+* Gearman: examples/gearman_server.py vs the C gearmand, foreground jobs per second (gearman_load.py);
+* memcached: examples/memcached_server.py vs memcached -t 1, memcaslap (memaslap) -c 50, 90% get of 1 KiB
+  values, single-key and 10-key gets.
 
 Servers are pinned to CPU 0 and the load tools to CPU 1.  A pair whose
 tools are missing is skipped with a line saying what to install.
@@ -161,9 +163,51 @@ def bench_gearman(lines: list) -> None:
     lines += [f"| {k} | {v:,.0f} | {v / base if base else 0:.2f} |" for k, v in results.items()] + [""]
 
 
+MEMASLAP_CFG = "key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 0.1\n1 0.9\n"  # 64 B keys, 1 KiB values, 90% get
+
+
+def memaslap(port: int, cfg: str, division: int, seconds: int = 5) -> float:
+    tool = shutil.which("memcaslap") or shutil.which("memaslap")
+    out = subprocess.run(pinned(1) + [str(tool), "-s", f"127.0.0.1:{port}", "-T", "1", "-c", "50", "-w", "1k",
+                                      "-t", f"{seconds}s", "-F", cfg, "-d", str(division)],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.findall(r"TPS: (\d+)", out)
+    return float(m[-1]) if m else 0.0
+
+
+def bench_memcached(lines: list) -> None:
+    if not (shutil.which("memcached") and (shutil.which("memcaslap") or shutil.which("memaslap"))):
+        lines.append("- skipped memcached: memcached and memcaslap are not installed "
+                     "(apt-get install memcached libmemcached-tools)\n")
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp, "memaslap.cfg")
+        cfg.write_text(MEMASLAP_CFG)
+        for division in (1, 10):
+            results = {}
+            for label, argv in (("memcached -t 1", ["memcached", "-u", "root", "-l", "127.0.0.1", "-p", "{port}",
+                                                     "-t", "1", "-m", "256"]),
+                                ("danga memcached_server", [PY, str(EX / "memcached_server.py"), "--port", "{port}",
+                                                            "-m", "256"])):
+                port = free_port()
+                srv = Server([a.replace("{port}", str(port)) for a in argv], port)
+                try:
+                    results[label] = memaslap(port, str(cfg), division)
+                finally:
+                    srv.stop()
+            base = results["memcached -t 1"]
+            ours = results["danga memcached_server"]
+            rows.append(f"| {division} | {base:,.0f} | {ours:,.0f} | {ours / base if base else 0:.2f} |")
+    lines += ["## memcached: examples/memcached_server.py vs memcached -t 1", "",
+              "memcaslap -T 1 -c 50 -w 1k, 5 s, 90% get / 10% set of 1 KiB values; operations per second.", "",
+              "| keys per get | memcached | danga memcached_server | ratio |", "|---:|---:|---:|---:|"]
+    lines += rows + [""]
+
+
 def main() -> None:
     lines: list = []
-    for part in (bench_resp, bench_http, bench_gearman):
+    for part in (bench_resp, bench_http, bench_gearman, bench_memcached):
         try:
             part(lines)
         except Exception as e:  # one pair failing does not lose the others

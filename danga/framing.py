@@ -152,6 +152,18 @@ class Lines(Framer):
         return list(self.messages(data))
 
     def messages(self, data: bytes) -> Iterator[bytes]:
+        # Fast path: one whole line and nothing held back (a typical request).
+        if not self._buf and not self._raw and not self._skip and data.__class__ is bytes:
+            delim = self.delimiter
+            end = len(data) - len(delim)
+            if data.find(delim) == end and 0 <= end <= self.max_size + 1:
+                if delim == b"\n" and end and data[end - 1] == 13:
+                    end -= 1
+                if end <= self.max_size:
+                    return iter((data[:end],))
+        return self._messages(data)
+
+    def _messages(self, data: bytes) -> Iterator[bytes]:
         buf = self._buf
         buf += data
         delim = self.delimiter

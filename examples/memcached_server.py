@@ -38,7 +38,8 @@ STORE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
 
 class Cache:
     """The items, LRU-ordered, with memcached's accounting; no I/O.  An item
-    is ``[flags, expires (Unix time, 0: never), block (value + CRLF), cas]``."""
+    is ``[flags, expires (Unix time, 0: never), block (value + CRLF), cas,
+    the VALUE line get replies with]``."""
 
     def __init__(self, limit: int, item_max: int) -> None:
         self.items: "OrderedDict[bytes, list]" = OrderedDict()
@@ -72,7 +73,7 @@ class Cache:
         if key in self.items:
             self.remove(key)
         self.cas += 1
-        self.items[key] = [flags, expires, block, self.cas]
+        self.items[key] = [flags, expires, block, self.cas, b"VALUE %s %d %d\r\n" % (key, flags, len(block) - 2)]
         self.bytes += size
         self.stats["total_items"] += 1
         while self.bytes > self.limit:
@@ -102,8 +103,11 @@ def parse_size(text: str) -> int:
     return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
 
 
+_CONTROL = bytes(range(33)) + b"\x7f"
+
+
 def _valid_key(key: bytes) -> bool:
-    return len(key) <= MAX_KEY and all(c > 32 and c != 127 for c in key)
+    return len(key) <= MAX_KEY and len(key.translate(None, _CONTROL)) == len(key)
 
 
 class Memcached(danga.Connection):
@@ -160,12 +164,11 @@ class Memcached(danga.Connection):
             stats["get_hits"] += 1
             if touch_to is not None:
                 item[1] = touch_to
-            block = item[2]
             if with_cas:
-                out.append(b"VALUE %s %d %d %d\r\n" % (key, item[0], len(block) - 2, item[3]))
+                out.append(b"VALUE %s %d %d %d\r\n" % (key, item[0], len(item[2]) - 2, item[3]))
             else:
-                out.append(b"VALUE %s %d %d\r\n" % (key, item[0], len(block) - 2))
-            out.append(block)
+                out.append(item[4])
+            out.append(item[2])
         out.append(b"END\r\n")
 
     def gat(self, parts: List[bytes]) -> None:
@@ -284,6 +287,7 @@ class Memcached(danga.Connection):
         value = (int(digits) + delta) % (1 << 64) if name == "incr" else max(int(digits) - delta, 0)
         self.cache.stats[name + "_hits"] += 1
         item[2] = b"%d\r\n" % value
+        item[4] = b"VALUE %s %d %d\r\n" % (key, item[0], len(item[2]) - 2)
         self.cache.bytes += len(item[2]) - len(digits) - 2
         self.cache.cas += 1
         item[3] = self.cache.cas
