@@ -53,13 +53,15 @@ class Cache:
 
     def get(self, key: bytes, now: float) -> Optional[list]:
         item = self.items.get(key)
-        if item is None:
-            return None
-        if item[1] and item[1] <= now:
-            self.remove(key)
+        if item is None or (item[1] and item[1] <= now and self.expire(key)):
             return None
         self.items.move_to_end(key)
         return item
+
+    def expire(self, key: bytes) -> bool:
+        """Drop an item found past its expiry time (True, for the callers' tests)."""
+        self.remove(key)
+        return True
 
     def remove(self, key: bytes) -> None:
         item = self.items.pop(key)
@@ -103,11 +105,10 @@ def parse_size(text: str) -> int:
     return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
 
 
-_CONTROL = bytes(range(33)) + b"\x7f"
-
-
 def _valid_key(key: bytes) -> bool:
-    return len(key) <= MAX_KEY and len(key.translate(None, _CONTROL)) == len(key)
+    # As memcached: a key is any run of bytes between separators (memcaslap's
+    # start with control bytes), at most 250 of them.
+    return len(key) <= MAX_KEY
 
 
 class Memcached(danga.Connection):
@@ -124,9 +125,13 @@ class Memcached(danga.Connection):
     def event_read(self) -> None:
         self.now = time.time()
         super().event_read()
-        if self.out and not self.closed:
-            out, self.out = self.out, []
-            self.writelines(out)
+        out = self.out
+        if out and not self.closed:
+            self.out = []
+            if len(out) == 1:
+                self.write(out[0])
+            else:
+                self.writelines(out)
 
     def receive_data(self, line: bytes) -> None:
         if self.pending is not None:
@@ -154,14 +159,15 @@ class Memcached(danga.Connection):
         if not keys:
             self.out.append(b"ERROR\r\n")
             return
-        cache, out, now, stats = self.cache, self.out, self.now, self.cache.stats
+        cache, out, now = self.cache, self.out, self.now
+        items = cache.items
+        hits = 0
         for key in keys:
-            stats["cmd_get"] += 1
-            item = cache.get(key, now)
-            if item is None:
-                stats["get_misses"] += 1
+            item = items.get(key)  # Cache.get, inlined: this is the hot loop
+            if item is None or (item[1] and item[1] <= now and cache.expire(key)):
                 continue
-            stats["get_hits"] += 1
+            items.move_to_end(key)
+            hits += 1
             if touch_to is not None:
                 item[1] = touch_to
             if with_cas:
@@ -170,6 +176,10 @@ class Memcached(danga.Connection):
                 out.append(item[4])
             out.append(item[2])
         out.append(b"END\r\n")
+        stats = cache.stats
+        stats["cmd_get"] += len(keys)
+        stats["get_hits"] += hits
+        stats["get_misses"] += len(keys) - hits
 
     def gat(self, parts: List[bytes]) -> None:
         try:

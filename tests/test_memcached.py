@@ -205,3 +205,15 @@ def test_pymemcache_errors_are_server_errors_not_hangs(server):
         c.set("big", b"x" * 5000, noreply=False)
     assert c.set("small", b"ok", noreply=False) is True and c.get("small") == b"ok"
     c.close()
+
+
+def test_keys_are_any_bytes_between_separators_as_memaslap_sends_them(server):
+    port = server()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        key = b"\x10\x18\x01binary-key"
+        s.sendall(b"set " + key + b" 0 0 3\r\nabc\r\nget " + key + b"\r\nset " + b"k" * 251 + b" 0 0 1\r\n")
+        got = b""
+        while not got.endswith(b"CLIENT_ERROR bad command line format\r\n"):
+            got += s.recv(1000)
+    assert got == (b"STORED\r\nVALUE " + key + b" 0 3\r\nabc\r\nEND\r\n"
+                   b"CLIENT_ERROR bad command line format\r\n")  # a key over 250 bytes
