@@ -25,7 +25,7 @@ from .threads import defer, set_thread_pool_size
 from .timers import PeriodicTimer, Timer
 from .transports import DatagramSocket, Listener, connect, listen
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Danga::Socket's constant names for the event mask.
 POLLIN, POLLOUT, POLLERR, POLLHUP = READ, WRITE, ERR, HUP

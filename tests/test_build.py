@@ -41,3 +41,13 @@ def test_unknown_backend_name_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DANGA_POLLER", "kqueue2")
     with pytest.raises(ValueError, match="kqueue2.*epoll"):
         pollers.create()
+
+
+def test_the_package_ships_its_type_information_and_one_version():
+    from pathlib import Path
+
+    import danga
+    from danga import _version
+
+    assert (Path(danga.__file__).parent / "py.typed").exists()
+    assert danga.__version__ == _version.__version__ and danga.__version__.count(".") == 2
