@@ -203,17 +203,25 @@ def main() -> None:
         else:
             usable.append(name)
     results: dict = {(n, s): [] for n in usable for s in scen}
+    steps = args.rounds * len(scen) * len(usable)
+    step_s = args.seconds + args.warmup + 1.0  # measured time, warm-up, start and stop
+    print(f"{steps} runs of {args.seconds:g} s (+{args.warmup:g} s warm-up): about {steps * step_s / 60:.0f} min",
+          flush=True)
+    done = 0
     for rnd in range(args.rounds):
         for s in scen:
             for name in usable:
                 cmd, env, _ = all_servers[name]
+                done += 1
+                left = (steps - done) * step_s / 60
+                where = f"[{done}/{steps}, ~{left:.0f} min left] round {rnd + 1} {s:14} {name:13}"
                 try:
                     r = run_one(cmd, env, SCENARIOS[s], args.seconds, args.warmup)
                 except Exception as e:  # report, keep going with the others
-                    print(f"round {rnd + 1} {s:14} {name:13} FAILED: {e}", flush=True)
+                    print(f"{where} FAILED: {e}", flush=True)
                     continue
                 results[(name, s)].append(r)
-                print(f"round {rnd + 1} {s:14} {name:13} {r['msgs_per_s']:>10.0f} msg/s  "
+                print(f"{where} {r['msgs_per_s']:>10.0f} msg/s  "
                       f"{r['cpu_us']:7.2f} us/msg CPU  p99 {r['p99_us']:8.0f} us  err {r['errors']}", flush=True)
     # ratio to the C floor, per round, then the median
     for (_name, s), rows in results.items():
