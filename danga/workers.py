@@ -63,6 +63,7 @@ class Worker:
     * ``name``: how the master addresses it (default: the class name);
     * ``worker_init()``: once, in the child, before the first request;
     * ``receive_data(message)``: one request; reply with ``send_data``.
+
     The child's loop runs as usual: a worker may use timers and sockets."""
 
     name: str = ""
