@@ -31,7 +31,7 @@ from ._version import __version__
 POLLIN, POLLOUT, POLLERR, POLLHUP = READ, WRITE, ERR, HUP
 
 __all__ = [
-    "Socket", "Timer", "PeriodicTimer", "ForkedLoopError", "PostLoopCallback",
+    "__version__", "Socket", "Timer", "PeriodicTimer", "ForkedLoopError", "PostLoopCallback",
     "Connection", "Channel", "Listener", "DatagramSocket", "listen", "connect",
     "Framer", "FrameError", "LengthPrefixed", "Lines", "add_periodic_timer", "next_tick",
     "defer", "set_thread_pool_size", "serve", "workers", "call_from_thread",
