@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
 
@@ -114,7 +114,7 @@ def parse(url: Where) -> Address:
     return Address(url, scheme, 0, 0, fd, options)
 
 
-def _parse_ip(url, parts, scheme, options) -> Address:
+def _parse_ip(url: str, parts: SplitResult, scheme: str, options: Tuple[Tuple[str, str], ...]) -> Address:
     stype = socket.SOCK_DGRAM if scheme.startswith("udp") else socket.SOCK_STREAM
     netloc = parts.netloc
     if not netloc:
@@ -153,9 +153,9 @@ def bind(sock: socket.socket, target: Any, addr: Address) -> None:
         raise OSError(e.errno, f"danga: cannot listen on {addr.url!r}: {e.strerror}{hint}") from None
 
 
-def resolve(addr: Address, passive: bool) -> Tuple[int, tuple]:
+def resolve(addr: Address, passive: bool) -> Tuple[int, Tuple[Any, ...]]:
     """(family, sockaddr) for an IP address, resolving host names (blocking)."""
-    host, port = addr.target  # type: ignore[misc]
+    host, port = addr.target
     try:
         infos = socket.getaddrinfo(host, port, addr.family, addr.type, 0, socket.AI_PASSIVE if passive else 0)
     except socket.gaierror as e:
@@ -184,7 +184,8 @@ def format_address(family: int, addr: Any) -> Optional[str]:
 def ip_of(family: int, addr: Any) -> Optional[str]:
     """The IP address part of an AF_INET/AF_INET6 address, else None."""
     if family in (socket.AF_INET, socket.AF_INET6):
-        return addr[0]
+        ip: str = addr[0]
+        return ip
     return None
 
 

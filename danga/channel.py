@@ -10,7 +10,7 @@ slow reader can neither grow memory without bound nor hold up the others.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Hashable, Iterator, Optional
+from typing import Dict, Hashable, Iterator, Optional, Union
 
 from .framing import Framer
 from .socket import Socket
@@ -36,7 +36,7 @@ class Channel:
         self._members[sid] = member
         return sid
 
-    def leave(self, member_or_id) -> bool:
+    def leave(self, member_or_id: Union[Socket, Hashable]) -> bool:
         """Remove a member (by socket or id); False if it was not in."""
         if isinstance(member_or_id, Socket):
             for sid, m in self._members.items():

@@ -6,7 +6,7 @@ the message alone.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 MAX_READ = 1 << 20  # one read() returns at most this much (the buffer is allocated up front)
 
@@ -61,11 +61,11 @@ def read_count(n: Any) -> int:
     return min(n, MAX_READ)
 
 
-def internal_names(cls: type) -> dict:
+def internal_names(cls: type) -> Dict[str, str]:
     """``{name: owner}`` for the names danga's own classes in ``cls``'s MRO
     keep for themselves: single-underscore methods and settings, and the
     ``loop_*`` methods of the loop's contract."""
-    names: dict = {}
+    names: Dict[str, str] = {}
     for base in reversed(cls.__mro__):
         if not base.__module__.startswith("danga."):
             continue

@@ -8,7 +8,7 @@ onto the other, so the one write path serves them all.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, NoReturn, Union
 
 
 class FdStream:
@@ -30,13 +30,13 @@ class FdStream:
     def recv(self, n: int) -> bytes:
         return os.read(self._fd, n)
 
-    def send(self, data) -> int:
+    def send(self, data: Union[bytes, bytearray, memoryview]) -> int:
         return os.write(self._fd, data)
 
-    def sendmsg(self, buffers: Iterable) -> int:
+    def sendmsg(self, buffers: Iterable[Union[bytes, bytearray, memoryview]]) -> int:
         return os.writev(self._fd, list(buffers))
 
-    def getpeername(self):
+    def getpeername(self) -> NoReturn:
         raise OSError("not a socket")
 
     getsockname = getpeername

@@ -118,7 +118,8 @@ class Listener(Socket):
     @property
     def port(self) -> int:
         """The bound port (for ``tcp://host:0``)."""
-        return self.sock.getsockname()[1]
+        port: int = self.sock.getsockname()[1]
+        return port
 
     def children(self) -> List[Socket]:
         """The connections it accepted that are still open."""

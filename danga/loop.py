@@ -66,7 +66,7 @@ import os
 import weakref
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeVar
 
 from . import pollers
 from .contract import ByteChannel, Service, SocketSide
@@ -106,7 +106,7 @@ class Loop:
         self._to_close: List[Tuple[SocketSide, Any]] = []
         self._push_back: Dict[SocketSide, None] = {}
         self._plc: Dict[SocketSide, PostLoopCallback] = {}
-        self._fresh: set = set()
+        self._fresh: Set[int] = set()
         self._dispatching = False
         self._running = False
         self._stop = False

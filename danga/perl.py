@@ -8,9 +8,12 @@ Perl: there it sets that socket's own callback.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import api
+
+if TYPE_CHECKING:
+    from .loop import PostLoopCallback
 
 EventLoop = api.event_loop
 AddTimer = api.add_timer
@@ -29,7 +32,7 @@ class _ClassOrInstance:
     """``Socket.SetPostLoopCallback(cb)`` sets the global callback; on an
     object it sets that socket's own, as in Perl."""
 
-    def __get__(self, obj: Any, owner: type) -> Callable[[Optional[api.PostLoopCallback]], None]:
+    def __get__(self, obj: Any, owner: type) -> Callable[[Optional[PostLoopCallback]], None]:
         if obj is None:
             return api.set_post_loop_callback
         return obj.set_post_loop_callback  # type: ignore[no-any-return]

@@ -56,7 +56,8 @@ def serve(url: addresses.Where, factory: Callable[[Any], Any], processes: int = 
 
 
 class _Master:
-    def __init__(self, family, bound, factory, processes, grace, max_restarts, listen_options) -> None:
+    def __init__(self, family: int, bound: Any, factory: Callable[[Any], Any], processes: int, grace: float,
+                 max_restarts: int, listen_options: Dict[str, Any]) -> None:
         self.family, self.bound, self.factory = family, bound, factory
         self.processes, self.grace, self.max_restarts = processes, grace, max_restarts
         self.listen_options = listen_options
@@ -134,7 +135,8 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _child(family, bound, factory, grace, listen_options) -> None:
+def _child(family: int, bound: Any, factory: Callable[[Any], Any], grace: float,
+           listen_options: Dict[str, Any]) -> None:
     _loop.reset(close_inherited=True)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

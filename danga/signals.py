@@ -14,9 +14,12 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from . import loop as _loop
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 log = logging.getLogger("danga")
 
@@ -85,7 +88,7 @@ class Signals:
             del self.loop.services["signals"]
 
 
-def _noop(signum, frame) -> None:
+def _noop(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: the work happens in the loop pass."""
 
 

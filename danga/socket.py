@@ -107,7 +107,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         self.__wq: Any = None  # None, a WriteQueue, or _CLOSED
         self.__state = 0
         self.__active = False  # data moved since the last idle sweep
-        self.__pb: Any = None  # pushed-back bytes; b"" once closed
+        self.__pb: Optional[bytes] = None  # pushed-back bytes; b"" once closed
         self.__x: Optional[Extras] = None
         loop.add_socket(self, 0)
         if self.max_idle_time:
@@ -132,7 +132,7 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         # pushed back (close() sets it to b"").
         if self.__pb is None and n.__class__ is int and 0 < n <= MAX_READ:
             try:
-                data = self.__io.recv(n)
+                data: bytes = self.__io.recv(n)
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError as e:

@@ -52,7 +52,7 @@ def set_thread_pool_size(size: int) -> None:
 
 
 def defer(fn: Callable[..., Any], *args: Any, callback: Optional[Callable[[Any], object]] = None,
-          errback: Optional[Callable[[BaseException], object]] = None) -> Future:
+          errback: Optional[Callable[[BaseException], object]] = None) -> Future[Any]:
     """Run ``fn(*args)`` on the pool; then ``callback(result)`` or
     ``errback(exception)`` on the loop's thread.  An exception with no
     errback goes to the loop's error handling (logged).  Returns the Future."""

@@ -14,12 +14,19 @@ import heapq
 import time
 import math
 from itertools import count
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 _seq = count()
 
+# Timer is a list; mypy wants its item type, which at run time would only add
+# __orig_bases__ (and "Bases: list[Any]" in the API docs).
+if TYPE_CHECKING:
+    _Entry = List[Any]
+else:
+    _Entry = list
 
-class Timer(list):
+
+class Timer(_Entry):
     """A scheduled callback; returned by ``add_timer``.  ``cancel()`` it to
     stop it from running; cancelling twice, or after it ran, does nothing.
 
@@ -32,11 +39,13 @@ class Timer(list):
     @property
     def when(self) -> float:
         """The monotonic time it is due."""
-        return self[0]
+        when: float = self[0]
+        return when
 
     @property
     def callback(self) -> Optional[Callable[[], object]]:
-        return self[2]
+        cb: Optional[Callable[[], object]] = self[2]
+        return cb
 
     @callback.setter
     def callback(self, cb: Optional[Callable[[], object]]) -> None:
@@ -62,8 +71,8 @@ class Timer(list):
         return f"<danga.Timer at {self[0]:.6f} {state}>"
 
     __hash__ = object.__hash__  # type: ignore[assignment]  # a handle, not a value
-    __eq__ = object.__eq__  # type: ignore[assignment]
-    __ne__ = object.__ne__  # type: ignore[assignment]  # list's would compare the fields
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__  # list's would compare the fields
 
 
 class TimerQueue:

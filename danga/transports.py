@@ -10,7 +10,7 @@ import errno
 import os
 import socket
 import stat
-from typing import Any, Union
+from typing import Any, Dict, Set, Union
 
 from . import addresses
 from .datagram import DatagramSocket
@@ -24,7 +24,7 @@ _LISTEN_OPTS = {"backlog", "reuse_port", "max_connections", "accept_per_pass", "
 _CONNECT_OPTS = {"timeout", "nodelay"}
 
 
-def _check_opts(kind: str, given: dict, allowed: set) -> None:
+def _check_opts(kind: str, given: Dict[str, Any], allowed: Set[str]) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise TypeError(f"danga.{kind}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")

@@ -35,7 +35,7 @@ import pickle
 import signal
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from . import loop as _loop
 from .checks import refuse_internal_overrides
@@ -139,7 +139,8 @@ class _MasterSide(_Framed):
     def __init__(self, sock: socket.socket, pool: "_Pool", pid: int) -> None:
         super().__init__(sock)
         self.pool, self.pid = pool, pid
-        self.pending: Dict[int, tuple] = {}
+        self.pending: Dict[int, Tuple[Optional[Callable[[Any], object]],
+                                      Optional[Callable[[BaseException], object]]]] = {}
 
     def on_frame(self, rid: int, kind: str, payload: Any) -> None:
         entry = self.pending.pop(rid, None)
@@ -166,7 +167,8 @@ class _MasterSide(_Framed):
 class _Pool:
     """All processes of one worker class."""
 
-    def __init__(self, cls: Type[Worker], name: str, count: int, on_message) -> None:
+    def __init__(self, cls: Type[Worker], name: str, count: int,
+                 on_message: Optional[Callable[[Any], object]]) -> None:
         self.cls, self.name, self.count = cls, name, count
         self.on_message = on_message
         self.members: List[_MasterSide] = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import List
+from typing import Callable, List
 
 from .base import ERR, HUP, READ, WRITE, Poller
 
@@ -16,9 +16,10 @@ _BACKENDS = {"epoll": ("danga.pollers.epoll", "EpollPoller"), "poll": ("danga.po
 _ORDER = ("epoll", "poll")
 
 
-def _load(name: str):
+def _load(name: str) -> Callable[[], Poller]:
     module, cls = _BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)
+    backend: Callable[[], Poller] = getattr(importlib.import_module(module), cls)
+    return backend
 
 
 def available() -> List[str]:

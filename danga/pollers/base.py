@@ -23,7 +23,10 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Any, Callable, List, Protocol
+from typing import TYPE_CHECKING, Any, Callable, List, Protocol
+
+if TYPE_CHECKING:
+    from ..contract import ByteChannel
 
 READ = 1
 WRITE = 4
@@ -52,7 +55,7 @@ class Poller(Protocol):
         """Wait up to ``timeout_ms`` (-1 forever, 0 not at all) and return the
         ready ``[fd, mask, ...]`` pairs.  EINTR is retried with the time left."""
 
-    def channel(self, sock: Any) -> Any:
+    def channel(self, sock: Any) -> ByteChannel:
         """What ``sock``'s bytes go through (``recv``/``send``/``sendmsg``)."""
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ the rest of the data for every such handler.
 from __future__ import annotations
 
 import os
-from typing import Any, List
+from typing import Any, Callable, List
 
 from danga._ffi_epoll import ffi, lib
 
@@ -28,12 +28,12 @@ class EpollPoller:
         if epfd < 0:
             err = ffi.errno
             raise OSError(err, f"danga: epoll_create1 failed: {_strerror(err)}")
-        self._epfd = epfd
+        self._epfd: int = epfd
         self._events = ffi.new("struct epoll_event[]", MAX_EVENTS)
         self._out = ffi.new("int[]", 2 * MAX_EVENTS)
         self._ep = ffi.new("struct danga_ep *", (epfd, MAX_EVENTS, self._events, self._out))
-        self._unpack = ffi.unpack
-        self._wait = lib.danga_epoll_wait
+        self._unpack: Callable[[Any, int], List[int]] = ffi.unpack
+        self._wait: Callable[[Any, int], int] = lib.danga_epoll_wait
 
     def fileno(self) -> int:
         return self._epfd

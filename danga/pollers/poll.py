@@ -73,12 +73,14 @@ class PollPoller:
     def poll(self, timeout_ms: int) -> List[int]:
         n = lib.danga_poll(self._fds, self._n, timeout_ms, self._out)
         if n > 0:
-            return ffi.unpack(self._out, n + n)
+            ready: List[int] = ffi.unpack(self._out, n + n)
+            return ready
         if n == 0:
             return []
         n = retry_eintr(lambda ms: lib.danga_poll(self._fds, self._n, ms, self._out), timeout_ms,
                         lambda: ffi.errno, "poll")
-        return ffi.unpack(self._out, n + n)
+        ready = ffi.unpack(self._out, n + n)
+        return ready
 
     def channel(self, sock: Any) -> Any:
         return sock  # readiness: the socket's own recv/send
