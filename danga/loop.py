@@ -71,7 +71,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeV
 from . import pollers
 from .contract import ByteChannel, Service, SocketSide
 from .pollers import READ
-from .timers import Timer, TimerQueue, cancel, delay_to_ms
+from .timers import Timer, TimerQueue, cancel, checked_delay, delay_to_ms
 
 log = logging.getLogger("danga")
 
@@ -402,15 +402,7 @@ class Loop:
     def add_timer(self, seconds: float, callback: Callable[[], object]) -> Timer:
         if self._forked_from:
             self._fork_error()
-        if not callable(callback):
-            raise TypeError(f"danga: add_timer needs a callable, got {type(callback).__name__}")
-        try:
-            seconds = float(seconds)
-        except (TypeError, ValueError):
-            raise TypeError(f"danga: add_timer needs a number of seconds, got {seconds!r}") from None
-        if not seconds >= 0:  # also catches NaN
-            raise ValueError(f"danga: add_timer delay must be >= 0 seconds, got {seconds!r}")
-        return self.timers.add(monotonic() + seconds, callback)
+        return self.timers.add(monotonic() + checked_delay(seconds, callback), callback)
 
     def add_other_fds(self, fdmap: Dict[int, Callable[[int], object]]) -> None:
         poller = self.poller()

@@ -161,6 +161,19 @@ class TimerQueue:
         self.first = math.inf
 
 
+def checked_delay(seconds: float, callback: Callable[[], object]) -> float:
+    """``add_timer``'s arguments, checked; the delay as a float."""
+    if not callable(callback):
+        raise TypeError(f"danga: add_timer needs a callable, got {type(callback).__name__}")
+    try:
+        delay = float(seconds)
+    except (TypeError, ValueError):
+        raise TypeError(f"danga: add_timer needs a number of seconds, got {seconds!r}") from None
+    if not delay >= 0:  # also catches NaN
+        raise ValueError(f"danga: add_timer delay must be >= 0 seconds, got {seconds!r}")
+    return delay
+
+
 def cancel(timer: Optional[Timer]) -> Optional[Timer]:
     """Cancel ``timer`` if there is one.  Always returns None, so that
     ``slot = cancel(slot)`` cancels and clears a timer slot in one step."""
