@@ -10,12 +10,11 @@ from danga import addresses
 from .helpers import Collector, Echo, pattern, run, run_for, shutdown
 
 
-class Client(danga.Socket):
+class Client(Collector):
     """Records connect outcome and what it reads."""
 
     def __init__(self, sock):
         super().__init__(sock)
-        self.got = bytearray()
         self.connected = False
         self.failed = None
         self.watch_read(True)
@@ -25,13 +24,6 @@ class Client(danga.Socket):
 
     def event_connect_failed(self, error):
         self.failed = error
-
-    def event_read(self):
-        data = self.read(65536)
-        if data is None:
-            self.close("eof")
-        else:
-            self.got += data
 
 
 # -- URL parsing --------------------------------------------------------------------
