@@ -6,6 +6,8 @@ to make and where to bind or connect.  Nothing here opens a descriptor.
 =====================  =====================================================
 ``tcp://host:port``     TCP; ``tcp4://``/``tcp6://`` pin the family; IPv6
                         literals as ``[::1]``; port 0 lets a listener pick
+``tls://host:port``     TCP with TLS (``tls4://``, ``tls6://``); see
+                        ``danga.listen``/``danga.connect``
 ``udp://host:port``     UDP datagrams (``udp4://``, ``udp6://``)
 ``local:///path``       AF_UNIX stream; ``local://@name`` Linux abstract
                         namespace; ``?type=dgram`` for datagrams
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
+SCHEMES = ("tcp", "tcp4", "tcp6", "tls", "tls4", "tls6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def parse(url: Where) -> Address:
     query = parse_qs(parts.query, keep_blank_values=True)
     options = tuple((k, v[-1]) for k, v in sorted(query.items()))
     kind = dict(options).get("type", "")
-    if scheme in ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"):
+    if scheme in ("tcp", "tcp4", "tcp6", "tls", "tls4", "tls6", "udp", "udp4", "udp6"):
         return _parse_ip(url, parts, scheme, options)
     if scheme == "local":
         if kind not in ("", "stream", "dgram"):

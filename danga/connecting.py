@@ -69,6 +69,10 @@ class Connecting:
         if x is not None:
             x.connect_timer = cancel(x.connect_timer)
         self._set_mask(self._Socket__mask & ~WRITE)
+        if x is not None and x.tls_start is not None:
+            start, x.tls_start = x.tls_start, None
+            start()  # event_connected() follows the TLS handshake
+            return
         if not self._Socket__wq.items:
             self._Socket__wq = None  # nothing was written while connecting: back to the fast path
         self.event_connected()

@@ -118,7 +118,7 @@ class Connection(Socket):
     def event_read(self) -> None:
         data = self.read(self.read_size)
         if data is None:
-            self.close("eof")
+            self.close(self.read_error or "eof")
             return
         if not data:
             return

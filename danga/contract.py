@@ -33,9 +33,20 @@ Masks are ``danga.pollers`` ``READ``/``WRITE``/``ERR``/``HUP``.
 """
 from __future__ import annotations
 
+import errno
 from typing import Any, Callable, Iterable, Optional, Protocol, Tuple
 
 from .timers import Timer
+
+
+class ChannelError(OSError):
+    """A channel's failure that has no errno of its own (a TLS alert, a cut
+    TLS connection): ``reason`` becomes the socket's ``read_error`` and close
+    reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EPROTO, reason)
+        self.reason = reason
 
 
 class ByteChannel(Protocol):
@@ -64,8 +75,11 @@ class SocketSide(Protocol):
     """What the loop calls on (and reads of) a registered socket."""
 
     fd: int
-    closed: bool
     max_idle_time: float
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (the loop reads it; only the socket sets it)."""
 
     def event_read(self) -> None:
         """The plain READ event, called directly (the hot path)."""
@@ -113,6 +127,15 @@ class LoopSide(Protocol):
     def release(self, obj: SocketSide, sock: Any, steal: bool = False) -> None:
         """``obj`` is closed: unregister it; close ``sock`` now, or at the
         end of the pass during dispatch (never when ``steal``)."""
+
+    def lend(self, obj: SocketSide, helper: SocketSide, mask: int) -> None:
+        """Deliver ``obj``'s events to ``helper`` (interest ``mask``) until
+        ``reclaim``: a TLS handshake drives the fd while the user's socket
+        hears nothing.  ``obj``'s own interest changes meanwhile are kept by
+        ``obj`` and applied by ``reclaim``; ``release(obj)`` reclaims first."""
+
+    def reclaim(self, obj: SocketSide, mask: int) -> None:
+        """Events for ``obj``'s fd go to ``obj`` again, with interest ``mask``."""
 
     def want_push_back(self, obj: SocketSide) -> None:
         """``obj`` has pushed-back bytes to deliver at the end of the pass."""

@@ -106,6 +106,7 @@ class Loop:
         self._to_close: List[Tuple[SocketSide, Any]] = []
         self._push_back: Dict[SocketSide, None] = {}
         self._plc: Dict[SocketSide, PostLoopCallback] = {}
+        self._lent: Dict[int, SocketSide] = {}  # fd -> the socket whose fd a helper holds (lend())
         self._fresh: Set[int] = set()
         self._dispatching = False
         self._running = False
@@ -193,6 +194,7 @@ class Loop:
         poller = self.poller()
         old = self.descriptor_map.get(fd)
         if old is not None and old is not obj:
+            self._lent.pop(fd, None)
             # fd number reused behind the old owner's back: it no longer owns
             # this number, so it must neither close nor unregister it.
             log.warning("danga: fd %d reused while %r still held it; detaching the old owner", fd, old)
@@ -219,7 +221,22 @@ class Loop:
             if self._dispatching:
                 self._fresh.add(obj.fd)
 
+    def lend(self, obj: SocketSide, helper: SocketSide, mask: int) -> None:
+        if self.descriptor_map.get(obj.fd) is obj:
+            self.descriptor_map[obj.fd] = helper
+            self._lent[obj.fd] = obj
+            self.set_interest(helper, mask)
+
+    def reclaim(self, obj: SocketSide, mask: int) -> None:
+        if self._lent.get(obj.fd) is obj:
+            del self._lent[obj.fd]
+            self.descriptor_map[obj.fd] = obj
+            self.set_interest(obj, mask)
+
     def release(self, obj: SocketSide, sock: Any, steal: bool = False) -> None:
+        if self._lent and self._lent.get(obj.fd) is obj:
+            del self._lent[obj.fd]  # closed while a helper held its fd: the fd is its own again
+            self.descriptor_map[obj.fd] = obj
         if self._idle_tracked:
             self._untrack_idle(obj)
         self._plc.pop(obj, None)
@@ -489,6 +506,7 @@ class Loop:
         self._to_close.clear()
         self._push_back.clear()
         self._plc.clear()
+        self._lent.clear()
         self.descriptor_map.clear()
         self.other_fds.clear()
         self._ready.clear()

@@ -42,10 +42,12 @@ from typing import Any, Callable, Iterable, Optional, Union
 from . import addresses, checks, sockopts
 from . import loop as _loop
 from .connecting import Connecting
+from .contract import ChannelError
 from .perl import SocketSpellings
 from .pollers import ERR, HUP, READ, WRITE
 from .sockstate import AUTO_WRITE, CONNECTING, EOF, HUP_WAITS, LINGER, PARKED, Extras
 from .timers import cancel
+from .tlssocket import SocketTls
 from .writequeue import IOV_MAX, WriteQueue
 
 log = logging.getLogger("danga")
@@ -57,7 +59,7 @@ _CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() le
 Writable = Union[bytes, bytearray, memoryview, Callable[[], Any], None]
 
 
-class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.SocketOptions):
+class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, sockopts.SocketOptions):
     """An event-driven, non-blocking socket registered with the loop.
 
     ``Socket(sock)`` makes ``sock`` non-blocking and registers it.  Neither
@@ -160,7 +162,8 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
 
     def _read_failed(self, e: OSError) -> None:
         self.__state |= EOF
-        self._extras().read_error = errno.errorcode.get(e.errno or 0, "read_error")
+        reason = e.reason if isinstance(e, ChannelError) else errno.errorcode.get(e.errno or 0, "read_error")
+        self._extras().read_error = reason
 
     def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Give back bytes that were read but not used: the next ``read()``
@@ -332,6 +335,8 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
         """A send failed: close, counting ``lost`` (bytes never queued) with the queue as unsent."""
         name = errno.errorcode.get(e.errno or 0, "")
         reason = name if name in ("EPIPE", "ECONNRESET") else f"write_error: {name or e}"
+        if isinstance(e, ChannelError):
+            reason = e.reason
         x = self._extras()
         x.unsent += lost
         if self.__state & LINGER:
@@ -607,6 +612,12 @@ class Socket(Connecting, SocketSpellings, addresses.SocketAddresses, sockopts.So
     def close_reason(self) -> Optional[str]:
         """Why the socket was closed (None while open)."""
         return self.__x.close_reason if self.__x is not None else None
+
+    @property
+    def read_error(self) -> Optional[str]:
+        """Why ``read()`` returned None, when it was not a clean EOF: the
+        errno name (``"ECONNRESET"``) or the channel's reason (``"tls: ..."``)."""
+        return self.__x.read_error if self.__x is not None else None
 
     @property
     def unsent(self) -> int:

@@ -12,7 +12,7 @@ import socket
 import stat
 from typing import Any, Dict, Set, Union
 
-from . import addresses
+from . import addresses, tlssocket
 from .datagram import DatagramSocket
 from .fdstream import FdStream
 from .listener import Factory, Listener
@@ -20,8 +20,10 @@ from .socket import Socket
 
 # -- listen / connect ---------------------------------------------------------------------------
 
-_LISTEN_OPTS = {"backlog", "reuse_port", "max_connections", "accept_per_pass", "nodelay", "reject", "emfile_pause"}
-_CONNECT_OPTS = {"timeout", "nodelay"}
+_TLS_OPTS = {"ssl_context", "ssl_handshake_timeout"}
+_LISTEN_OPTS = {"backlog", "reuse_port", "max_connections", "accept_per_pass", "nodelay", "reject", "emfile_pause",
+                "certfile", "keyfile"} | _TLS_OPTS
+_CONNECT_OPTS = {"timeout", "nodelay", "server_hostname"} | _TLS_OPTS
 
 
 def _check_opts(kind: str, given: Dict[str, Any], allowed: Set[str]) -> None:
@@ -37,9 +39,17 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
     ``Listener``.  Datagram URLs (``udp``, ``local:...?type=dgram``) and
     ``fifo`` return ``factory(sock)`` itself, bound and reading: there is
     nothing to accept.  Options: backlog (1024), reuse_port, max_connections,
-    accept_per_pass (64), nodelay (True), reject, emfile_pause (0.25 s)."""
+    accept_per_pass (64), nodelay (True), reject, emfile_pause (0.25 s).
+
+    TLS: ``tls://`` URLs (or ``ssl_context=`` on any stream URL) hand each
+    connection to the factory with its handshake pending; the object hears
+    nothing until it completes (``ssl_handshake_completed()``).  Give
+    ``ssl_context`` (an ``ssl.SSLContext``) or ``certfile``/``keyfile``;
+    ``ssl_handshake_timeout`` (seconds; the class's attribute, 30 s, if not
+    given) closes a client that does not finish in time."""
     _check_opts("listen", options, _LISTEN_OPTS)
     addr = addresses.parse(url)
+    factory = _tls_listening(addr, factory, options)
     backlog = int(options.pop("backlog", 1024))
     reuse_port = options.pop("reuse_port", False)
     if addr.scheme == "anon":
@@ -96,9 +106,23 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     ``event_connect_failed(errno_name)`` if it fails (then it is closed);
     writes made before that are queued.  ``timeout`` (seconds) bounds the
     connect.  ``anon:`` returns both ends of an in-process pair as a tuple.
-    Host names are resolved before returning (a blocking lookup)."""
+    Host names are resolved before returning (a blocking lookup).
+
+    TLS: ``tls://`` URLs (or ``ssl_context=``) run a handshake after the
+    connect, and ``event_connected()`` follows it.  Without ``ssl_context``
+    the peer is verified against the system's roots; ``server_hostname``
+    (the URL's host by default) is sent for SNI and checked against the
+    certificate.  A failed handshake calls ``event_connect_failed("tls: ...")``
+    and closes with that reason; ``ssl_handshake_timeout`` bounds it."""
     _check_opts("connect", options, _CONNECT_OPTS)
     addr = addresses.parse(url)
+    tls_ctx = options.pop("ssl_context", None)
+    tls_timeout = options.pop("ssl_handshake_timeout", None)
+    hostname = options.pop("server_hostname", None)
+    if addr.scheme.startswith("tls") and tls_ctx is None:
+        tls_ctx = tlssocket.make_context(None, False)
+    if tls_ctx is not None and hostname is None and isinstance(addr.target, tuple):
+        hostname = addr.target[0]
     timeout = options.get("timeout")
     if addr.scheme == "anon":
         if addr.option("type") == "pipe":
@@ -128,12 +152,45 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
         if addr.type == socket.SOCK_STREAM and family != socket.AF_UNIX and options.get("nodelay", True):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(target)
-        obj = factory(sock)
+        stream = tlssocket.wrapped(sock, tls_ctx, False, hostname) if tls_ctx is not None else None
+        obj = factory(stream or sock)
     except BaseException:
         sock.close()
         raise
     obj.begin_connect(timeout, err)
+    if stream is not None:
+        tlssocket.begin(obj, stream, tls_timeout)
     return obj
+
+
+def _tls_listening(addr: addresses.Address, factory: Factory, options: Dict[str, Any]) -> Factory:
+    """The factory a TLS listener hands accepted sockets to (``factory``
+    itself when there is no TLS); pops the TLS options."""
+    ctx = options.pop("ssl_context", None)
+    certfile = options.pop("certfile", None)
+    keyfile = options.pop("keyfile", None)
+    timeout = options.pop("ssl_handshake_timeout", None)
+    if ctx is None and certfile is None:
+        if addr.scheme.startswith("tls"):
+            raise ValueError(f"danga.listen({addr.url!r}): a TLS listener needs ssl_context= or certfile= "
+                             "(and keyfile=)")
+        if keyfile is not None:
+            raise ValueError("danga.listen: keyfile= needs certfile=")
+        return factory
+    if addr.type != socket.SOCK_STREAM:
+        raise ValueError(f"danga.listen({addr.url!r}): TLS needs a stream URL")
+    ctx = tlssocket.make_context(ctx, True, certfile, keyfile)
+    if not callable(factory):
+        raise TypeError(f"danga: a listener needs a Socket class or factory, got {factory!r}")
+
+    def tls_factory(raw: socket.socket) -> Socket:
+        stream = tlssocket.wrapped(raw, ctx, True)
+        obj = factory(stream)
+        tlssocket.begin(obj, stream, timeout)
+        return obj
+
+    tls_factory.__qualname__ = f"tls({getattr(factory, '__qualname__', factory)!s})"
+    return tls_factory
 
 
 def _ensure_fifo(path: str, url: str) -> None:
