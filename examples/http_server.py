@@ -184,6 +184,8 @@ class HttpClient(danga.Socket):
         self.finished(req.keep_alive)
 
     def send_file(self):
+        if self.tls is not None:
+            return self.send_file_encrypted()
         fd, offset, left = self.sending
         while left:
             try:
@@ -205,8 +207,27 @@ class HttpClient(danga.Socket):
         self.watch_write(False)
         self.finished(self.keep_alive_after)
 
+    def send_file_encrypted(self):
+        """sendfile cannot encrypt: over TLS the file goes through write(),
+        256 KiB at a time, the next piece once the last one is out."""
+        fd, offset, left = self.sending
+        while left:
+            data = os.pread(fd, min(left, 1 << 18), offset)
+            if not data:  # the file shrank under us
+                break
+            offset += len(data)
+            left -= len(data)
+            if not self.write(data) and not self.closed:
+                self.sending = (fd, offset, left)
+                self.write(self.send_file_encrypted)  # runs once the queue has drained
+                return
+        self.sending = None
+        os.close(fd)
+        if not self.closed:
+            self.finished(self.keep_alive_after)
+
     def event_write(self):
-        if self.sending is not None and self.write_buf_size == 0:
+        if self.sending is not None and self.write_buf_size == 0 and self.tls is None:
             self.send_file()
         else:
             super().event_write()
@@ -339,6 +360,8 @@ def main():
     ap.add_argument("--idle-timeout", type=float, default=30)
     ap.add_argument("--cache-ttl", type=float, default=CACHE_TTL,
                     help="seconds to reuse small files' responses (0: off)")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM; default: in --tls-cert)")
     args = ap.parse_args()
     if bool(args.root) == bool(args.proxy_to):
         ap.error("give exactly one of --root or --proxy-to")
@@ -348,9 +371,11 @@ def main():
         config["backends"] = args.proxy_to.split(",")
     HttpClient.max_idle_time = Backend.max_idle_time = args.idle_timeout
     CACHE_TTL = args.cache_ttl
-    listener = danga.listen(f"tcp://{args.host}:{args.port}", HttpClient, backlog=4096)
+    scheme, tls = ("tls", {"certfile": args.tls_cert, "keyfile": args.tls_key}) if args.tls_cert else ("tcp", {})
+    listener = danga.listen(f"{scheme}://{args.host}:{args.port}", HttpClient, backlog=4096, **tls)
     mode = f"files from {config['root']}" if args.root else f"proxy to {args.proxy_to}"
-    print(f"http server ({mode}) listening on {listener.local_addr_string()}", flush=True)
+    proto = "https" if tls else "http"
+    print(f"{proto} server ({mode}) listening on {listener.local_addr_string()}", flush=True)
     danga.event_loop()  # Ctrl-C ends it
 
 

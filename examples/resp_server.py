@@ -335,10 +335,13 @@ def main():
     ap = argparse.ArgumentParser(description="danga Redis-protocol server")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=6380)
+    ap.add_argument("--tls-cert", help="serve TLS (redis-cli --tls) with this certificate chain (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM; default: in --tls-cert)")
     args = ap.parse_args()
-    listener = danga.listen(f"tcp://{args.host}:{args.port}", RespClient, backlog=4096)
+    scheme, tls = ("tls", {"certfile": args.tls_cert, "keyfile": args.tls_key}) if args.tls_cert else ("tcp", {})
+    listener = danga.listen(f"{scheme}://{args.host}:{args.port}", RespClient, backlog=4096, **tls)
     danga.add_timer(0.1, expire_some)
-    print(f"resp server listening on {listener.local_addr_string()}", flush=True)
+    print(f"resp server{' (TLS)' if tls else ''} listening on {listener.local_addr_string()}", flush=True)
     danga.event_loop()  # Ctrl-C ends it
 
 
