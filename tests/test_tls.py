@@ -629,3 +629,33 @@ def test_openssl_s_client(pki):
     line, err = result(out)
     assert line == b"hello from s_client\n", err
     close_all()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs Debian's openssl")
+def test_s_client_renegotiation_is_refused(pki):
+    """openssl s_client's "R" asks for a TLS 1.2 renegotiation: refused, and
+    only that connection is closed."""
+    made, factory = accepted(Echo)
+    ctx = server_ctx(pki)
+    ctx.options |= 0x100  # SSL_OP_ALLOW_CLIENT_RENEGOTIATION: OpenSSL 3 refuses it by default; danga must too
+    lst = danga.listen("tls://127.0.0.1:0", factory, ssl_context=ctx)
+
+    def go():
+        p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{lst.port}", "-tls1_2",
+                              "-CAfile", str(pki.ca_file)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        p.stdin.write(b"hello\n")
+        p.stdin.flush()
+        lines = [p.stdout.readline()]
+        while b"hello" not in lines[-1]:
+            lines.append(p.stdout.readline())
+        p.stdin.write(b"R\n")
+        p.stdin.flush()
+        rest = p.stdout.read()  # s_client ends when the renegotiation fails
+        p.wait(10)
+        return rest
+    out = in_thread(go)
+    run(lambda: finished(out) and made and made[0].closed, timeout=20)
+    assert b"no renegotiation" in result(out)
+    assert made[0].close_reason.startswith("tls: "), made[0].close_reason
+    close_all()
