@@ -78,7 +78,8 @@ FAILED = 4  # the handshake or a record failed, or the connection was cut: no cl
 DONE = 5  # closed by us
 
 CHUNK = 256 * 1024  # plaintext encrypted per step of one send
-RAW_READ = 64 * 1024  # ciphertext read from the kernel per recv (at least)
+RAW_READ = 64 * 1024  # what the handshake and the leftover drain read at once
+RECORD = 17 * 1024  # a full TLS record with its overhead: the least a recv reads from the kernel
 HANDSHAKE_READ = 64 * 1024
 
 
@@ -171,7 +172,9 @@ class TlsStream:
             if self.state >= FAILED:
                 raise ChannelError("tls: the connection is closed")
             raise BlockingIOError(errno.EAGAIN, "danga: no TLS data until the handshake completes")
-        data = self.io.recv(n + 1024 if n >= RAW_READ else RAW_READ)
+        # As much ciphertext as the caller asked for plaintext (so that there
+        # is rarely any left over to push back), but at least one record.
+        data = self.io.recv(n if n >= RECORD else RECORD)
         if not data:
             self.state = FAILED
             raise ChannelError("tls: connection cut without close_notify")
@@ -472,6 +475,9 @@ class Handshake:
         _loop.current().reclaim(owner, owner._Socket__mask)
         if stream.inc.pending or stream.ssl_object.pending():
             stream._push_back_rest()  # application data that came with the handshake's last flight
+        x = owner._Socket__x
+        if x is not None and x.on_close:
+            x.on_close.remove(self._owner_closed)  # nothing of the handshake outlives it
         log.debug("danga: %s: TLS %s %s", owner.as_string(), stream.ssl_object.version(),
                   (stream.ssl_object.cipher() or ("",))[0])
         owner.ssl_handshake_completed()

@@ -92,7 +92,8 @@ def in_thread(fn):
         except BaseException as e:  # reported by the test
             out["error"] = e
         finally:
-            danga.call_from_thread(lambda: None)  # wake the loop: the test's condition may now hold
+            out["done"] = True
+            danga.call_from_thread(lambda: None)  # wake the loop: the test's condition now holds
     t = threading.Thread(target=go, daemon=True)
     t.start()
     out["thread"] = t
@@ -100,7 +101,7 @@ def in_thread(fn):
 
 
 def finished(out):
-    return not out["thread"].is_alive()
+    return out.get("done", False)  # set before the wake-up (the thread itself ends just after)
 
 
 def result(out):
