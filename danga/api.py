@@ -5,6 +5,8 @@ spellings.
 """
 from __future__ import annotations
 
+import logging
+import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, cast
 
 from . import loop as _loop
@@ -14,6 +16,8 @@ from .timers import PeriodicTimer, Timer
 
 if TYPE_CHECKING:
     from .socket import Socket
+
+log = logging.getLogger("danga")
 
 
 def event_loop() -> None:
@@ -143,3 +147,28 @@ def have_epoll() -> bool:
 def loop_passes() -> int:
     """How many passes the loop has made (for tests and diagnostics)."""
     return _loop.current().passes
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open descriptors (RLIMIT_NOFILE) to the hard
+    limit, as Redis does at start-up, and return the soft limit now in force.
+    A common default soft limit is 1024, which a few hundred slow clients
+    exhaust.  Where the hard limit is unlimited, 1,048,576 (macOS: its
+    OPEN_MAX) is asked for.  If the kernel refuses, the limit stays as it
+    was (logged).  Returns -1 where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if hard == resource.RLIM_INFINITY:
+        want = 10240 if sys.platform == "darwin" else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as e:
+            log.warning("danga: could not raise the descriptor limit from %d to %d: %s", soft, want, e)
+    log.info("danga: descriptor limit %d", soft)
+    return int(soft)

@@ -76,6 +76,7 @@ class SocketSide(Protocol):
 
     fd: int
     max_idle_time: float
+    send_timeout: float
 
     @property
     def closed(self) -> bool:
@@ -96,6 +97,11 @@ class SocketSide(Protocol):
         """Seconds without data moving, as of ``now`` (0 if it moved since
         the last call)."""
 
+    def loop_send_stalled_for(self, now: float) -> float:
+        """Seconds that queued output has waited without the kernel taking a
+        byte, as of ``now`` (0 when nothing is queued or it moved since the
+        last call)."""
+
     def loop_lost_fd(self) -> None:
         """Another socket was registered on this fd number: detach from it
         without closing or unregistering anything."""
@@ -107,6 +113,9 @@ class SocketSide(Protocol):
 
 class LoopSide(Protocol):
     """What a socket may call on the loop (``danga.loop.current()``)."""
+
+    #: the monotonic time the current pass began
+    now: float
 
     def channel(self, sock: Any) -> ByteChannel:
         """The channel ``sock``'s bytes go through (see ``ByteChannel``)."""
@@ -140,7 +149,7 @@ class LoopSide(Protocol):
     def want_push_back(self, obj: SocketSide) -> None:
         """``obj`` has pushed-back bytes to deliver at the end of the pass."""
 
-    def track_idle(self, obj: SocketSide) -> None:
+    def track_idle(self, obj: SocketSide) -> None:  # also for send_timeout
         """``obj`` has a ``max_idle_time``: sweep it."""
 
     def add_timer(self, seconds: float, callback: Callable[[], object]) -> Timer: ...

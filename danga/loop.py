@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from collections import deque
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeVar
@@ -71,13 +70,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeV
 from . import pollers
 from .contract import ByteChannel, Service, SocketSide
 from .pollers import READ
-from .timers import Timer, TimerQueue, cancel, checked_delay, delay_to_ms
+from .sweep import Sweep
+from .timers import Timer, TimerQueue, checked_delay, delay_to_ms
 
 log = logging.getLogger("danga")
-
-#: How often the idle sweep runs at most (Perlbal swept every 5 s).  The
-#: sweep runs more often when a class's ``max_idle_time`` is short.
-IDLE_SWEEP_INTERVAL = 5.0
 
 PostLoopCallback = Callable[[Dict[int, Any], Dict[int, Callable[[int], object]]], object]
 ErrorHandler = Callable[[Optional[Any], BaseException], object]
@@ -112,8 +108,7 @@ class Loop:
         self._running = False
         self._stop = False
         self._forked_from = 0
-        self._idle_timer: Optional[Timer] = None
-        self._idle_tracked: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._sweep = Sweep(self)  # idle and send timeouts, one timer for all
         # cross-thread wake-up: a pipe the loop watches, and callables to run
         self._wake_r = self._wake_w = -1
         self._ready: Deque[Callable[[], object]] = deque()
@@ -237,8 +232,8 @@ class Loop:
         if self._lent and self._lent.get(obj.fd) is obj:
             del self._lent[obj.fd]  # closed while a helper held its fd: the fd is its own again
             self.descriptor_map[obj.fd] = obj
-        if self._idle_tracked:
-            self._untrack_idle(obj)
+        if self._sweep.tracked:
+            self._sweep.untrack(obj)
         self._plc.pop(obj, None)
         self._push_back.pop(obj, None)
         fd = obj.fd
@@ -459,42 +454,10 @@ class Loop:
         """True once ``stop()`` was called, until the loop has returned."""
         return self._stop
 
-    # -- idle sweep -------------------------------------------------------------
+    # -- the sweep (danga/sweep.py) ------------------------------------------------
 
     def track_idle(self, obj: SocketSide) -> None:
-        self._idle_tracked.add(obj)
-        self._ensure_idle_sweep(obj.max_idle_time)
-
-    def _untrack_idle(self, obj: SocketSide) -> None:
-        tracked = self._idle_tracked
-        tracked.discard(obj)
-        if not tracked:
-            self._idle_timer = cancel(self._idle_timer)  # nobody left to sweep: no timer left behind
-
-    def _ensure_idle_sweep(self, max_idle: float) -> None:
-        interval = min(IDLE_SWEEP_INTERVAL, max(0.01, max_idle / 4))
-        t = self._idle_timer
-        if t is not None and t.active:
-            if t.when - monotonic() <= interval:
-                return
-            t.cancel()
-        self._idle_timer = self.add_timer(interval, self._idle_sweep)
-
-    def _idle_sweep(self) -> None:
-        """One timer for all sockets: close those idle for ``max_idle_time``."""
-        self._idle_timer = None
-        now = self.now
-        shortest = 0.0
-        for obj in list(self._idle_tracked):
-            limit = obj.max_idle_time
-            if not limit or obj.closed:
-                continue
-            if obj.loop_idle_for(now) >= limit:
-                obj.close("idle_timeout")
-                continue
-            shortest = limit if not shortest else min(shortest, limit)
-        if shortest:
-            self._ensure_idle_sweep(shortest)
+        self._sweep.track(obj)
 
     # -- teardown -----------------------------------------------------------------
 

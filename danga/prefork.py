@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import addresses
 from . import loop as _loop
+from .api import raise_fd_limit
 from .signals import add_signal_handler, run_loop
 from .listener import Listener, drain
 
@@ -39,6 +40,7 @@ def serve(url: addresses.Where, factory: Callable[[Any], Any], processes: int = 
     if not addr.scheme.startswith("tcp"):
         raise ValueError(f"danga: serve() takes a tcp:// URL, not {url!r}")
     family, target = addresses.resolve(addr, passive=True)
+    raise_fd_limit()  # inherited by every child
     holder = socket.socket(family, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -73,6 +73,10 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
       seconds (True / 30 s); see ``close()``.
     * ``max_idle_time``: seconds without data moving before the socket is
       closed with reason ``"idle_timeout"`` (0, the default, never).
+    * ``send_timeout``: seconds queued output may wait without the kernel
+      taking a byte (a peer that stopped reading) before the socket is
+      closed with reason ``"send_timeout"``, its queue counted in ``unsent``
+      (0, the default, never).  Both are enforced by one sweep timer.
     * ``write_high_water``/``write_low_water``: queued bytes above which
       ``event_write_paused()`` is called, and at or below which
       ``event_write_resumed()`` follows (64 KiB / 16 KiB).
@@ -91,6 +95,7 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
         checks.refuse_internal_overrides(cls)
 
     max_idle_time: float = 0
+    send_timeout: float = 0
     write_high_water: int = 64 * 1024
     write_low_water: int = 16 * 1024
     write_buffer_limit: Optional[int] = 64 * 1024 * 1024
@@ -112,7 +117,7 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
         self.__pb: Optional[bytes] = None  # pushed-back bytes; b"" once closed
         self.__x: Optional[Extras] = None
         loop.add_socket(self, 0)
-        if self.max_idle_time:
+        if self.max_idle_time or self.send_timeout:
             self._extras().idle_since = monotonic()  # not loop.now: that is when the pass began
             loop.track_idle(self)
 
@@ -469,6 +474,17 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
             x.idle_since = now
             return 0.0
         return now - x.idle_since
+
+    def loop_send_stalled_for(self, now: float) -> float:
+        q = self.__wq
+        x = self._extras()
+        if not q or q.moved or x.send_queue is not q:  # nothing queued, progress, or a new backlog
+            if q:
+                q.moved = False
+            x.send_queue = q or None
+            x.send_since = now
+            return 0.0
+        return now - x.send_since
 
     def loop_lost_fd(self) -> None:
         sock = self._teardown()

@@ -26,7 +26,7 @@ class Extras:
     """Per-socket state that most sockets never need."""
 
     __slots__ = ("deadline", "close_reason", "unsent", "idle_since", "corked", "peer", "local",
-                 "read_error", "on_close", "connect_timer", "tls_start")
+                 "read_error", "on_close", "connect_timer", "tls_start", "send_queue", "send_since")
 
     def __init__(self) -> None:
         self.on_close: Optional[List[Any]] = None
@@ -39,4 +39,6 @@ class Extras:
         self.peer: Any = None
         self.local: Any = None
         self.read_error: Optional[str] = None
+        self.send_queue: Any = None  # the write queue the send-timeout clock started for
+        self.send_since = 0.0
         self.tls_start: Optional[Any] = None  # start_tls on a connect in progress: runs once it is up

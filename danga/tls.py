@@ -345,6 +345,7 @@ class Handshake:
     __slots__ = ("owner", "stream", "fd", "connecting", "timeout", "timer", "mask")
 
     max_idle_time = 0.0
+    send_timeout = 0.0
 
     def __init__(self, owner: "Socket", stream: TlsStream, timeout: float, connecting: bool) -> None:
         self.owner = owner
@@ -420,6 +421,9 @@ class Handshake:
         return 0
 
     def loop_idle_for(self, now: float) -> float:
+        return 0.0
+
+    def loop_send_stalled_for(self, now: float) -> float:
         return 0.0
 
     def loop_lost_fd(self) -> None:

@@ -360,6 +360,8 @@ def main():
     ap.add_argument("--idle-timeout", type=float, default=30)
     ap.add_argument("--cache-ttl", type=float, default=CACHE_TTL,
                     help="seconds to reuse small files' responses (0: off)")
+    ap.add_argument("--send-timeout", type=float, default=60,
+                    help="close a client that takes no byte of its response for this long (0: off)")
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM; default: in --tls-cert)")
     args = ap.parse_args()
@@ -370,12 +372,14 @@ def main():
     else:
         config["backends"] = args.proxy_to.split(",")
     HttpClient.max_idle_time = Backend.max_idle_time = args.idle_timeout
+    HttpClient.send_timeout = args.send_timeout
     CACHE_TTL = args.cache_ttl
     scheme, tls = ("tls", {"certfile": args.tls_cert, "keyfile": args.tls_key}) if args.tls_cert else ("tcp", {})
+    limit = danga.raise_fd_limit()  # 1024 is a common default: a few hundred slow clients exhaust it
     listener = danga.listen(f"{scheme}://{args.host}:{args.port}", HttpClient, backlog=4096, **tls)
     mode = f"files from {config['root']}" if args.root else f"proxy to {args.proxy_to}"
     proto = "https" if tls else "http"
-    print(f"{proto} server ({mode}) listening on {listener.local_addr_string()}", flush=True)
+    print(f"{proto} server ({mode}; {limit} fds) listening on {listener.local_addr_string()}", flush=True)
     danga.event_loop()  # Ctrl-C ends it
 
 

@@ -339,9 +339,10 @@ def main():
     ap.add_argument("--tls-key", help="the certificate's private key (PEM; default: in --tls-cert)")
     args = ap.parse_args()
     scheme, tls = ("tls", {"certfile": args.tls_cert, "keyfile": args.tls_key}) if args.tls_cert else ("tcp", {})
+    limit = danga.raise_fd_limit()  # 1024 is a common default: a few hundred slow clients exhaust it
     listener = danga.listen(f"{scheme}://{args.host}:{args.port}", RespClient, backlog=4096, **tls)
     danga.add_timer(0.1, expire_some)
-    print(f"resp server{' (TLS)' if tls else ''} listening on {listener.local_addr_string()}", flush=True)
+    print(f"resp server ({'TLS; ' if tls else ''}{limit} fds) listening on {listener.local_addr_string()}", flush=True)
     danga.event_loop()  # Ctrl-C ends it
 
 
