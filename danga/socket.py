@@ -467,25 +467,6 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
         pb = self.__pb
         return len(pb) if pb and self.__mask & READ else 0
 
-    def loop_idle_for(self, now: float) -> float:
-        x = self._extras()
-        if self.__active:
-            self.__active = False
-            x.idle_since = now
-            return 0.0
-        return now - x.idle_since
-
-    def loop_send_stalled_for(self, now: float) -> float:
-        q = self.__wq
-        x = self._extras()
-        if not q or q.moved or x.send_queue is not q:  # nothing queued, progress, or a new backlog
-            if q:
-                q.moved = False
-            x.send_queue = q or None
-            x.send_since = now
-            return 0.0
-        return now - x.send_since
-
     def loop_lost_fd(self) -> None:
         sock = self._teardown()
         if sock is not None:

@@ -44,6 +44,29 @@ class SocketOptions:
         def close(self, reason: str = "") -> None: ...
 
         max_idle_time: float
+        _Socket__active: bool
+        _Socket__wq: Any
+
+    # -- the sweep's questions (danga/sweep.py, danga.contract.SocketSide) ------------
+
+    def loop_idle_for(self, now: float) -> float:
+        x = self._extras()
+        if self._Socket__active:
+            self._Socket__active = False
+            x.idle_since = now
+            return 0.0
+        return float(now - x.idle_since)
+
+    def loop_send_stalled_for(self, now: float) -> float:
+        q = self._Socket__wq
+        x = self._extras()
+        if not q or q.moved or x.send_queue is not q:  # nothing queued, progress, or a new backlog
+            if q:
+                q.moved = False
+            x.send_queue = q or None
+            x.send_since = now
+            return 0.0
+        return float(now - x.send_since)
 
     def tcp_cork(self, on: bool) -> None:
         """Hold back partial frames (Linux TCP_CORK) until ``tcp_cork(False)``.
