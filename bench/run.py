@@ -83,7 +83,7 @@ def build() -> None:
     for src, exe in (("loadgen.c", "loadgen"), ("echo_c.c", "echo_c")):
         target = OUT / exe
         if not target.exists() or target.stat().st_mtime < (HERE / src).stat().st_mtime:
-            subprocess.run(["cc", "-O2", "-o", str(target), str(HERE / src)], check=True)
+            subprocess.run(["cc", "-O2", "-o", str(target), str(HERE / src), "-lssl", "-lcrypto"], check=True)
 
 
 def free_port() -> int:
