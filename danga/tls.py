@@ -231,7 +231,8 @@ class TlsStream:
         try:
             while True:
                 chunk = self.ssl_object.read(RAW_READ)
-                if not chunk:
+                if not chunk:  # the peer's close_notify (CPython returns b"" for it)
+                    self._peer_closed()
                     break
                 rest.append(chunk)
         except ssl.SSLWantReadError:
@@ -477,13 +478,16 @@ class Handshake:
         self.timer = cancel(self.timer)
         stream.state = OPEN
         _loop.current().reclaim(owner, owner._Socket__mask)
-        if stream.inc.pending or stream.ssl_object.pending():
-            stream._push_back_rest()  # application data that came with the handshake's last flight
+        # Whatever came with the handshake's last flight: application data,
+        # or the peer's close_notify (no bytes pending then, but read it all
+        # the same, or nothing would ever make this socket readable again).
+        stream._push_back_rest()
         x = owner._Socket__x
         if x is not None and x.on_close:
             x.on_close.remove(self._owner_closed)  # nothing of the handshake outlives it
-        log.debug("danga: %s: TLS %s %s", owner.as_string(), stream.ssl_object.version(),
-                  (stream.ssl_object.cipher() or ("",))[0])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("danga: %s: TLS %s %s", owner.as_string(), stream.ssl_object.version(),
+                      (stream.ssl_object.cipher() or ("",))[0])
         owner.ssl_handshake_completed()
         if self.connecting and not owner.closed:
             owner.event_connected()
@@ -496,7 +500,8 @@ class Handshake:
         if owner.closed:
             return
         self.stream.state = FAILED
-        log.debug("danga: %s: %s", owner.as_string(), reason)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("danga: %s: %s", owner.as_string(), reason)
         if self.connecting:
             try:
                 owner.event_connect_failed(reason)

@@ -452,9 +452,11 @@ def test_clean_close_notify_is_eof(pki):
     close_all()
 
 
-def test_close_notify_in_the_same_read_as_data_is_still_eof(pki):
-    """Data and the peer's close_notify arrive in one segment; a reader that
-    takes one read per event still gets the data and then the EOF."""
+@pytest.mark.parametrize("with_what", ["data", "finished"])
+def test_close_notify_in_the_same_read_as_data_is_still_eof(pki, with_what):
+    """The peer's close_notify arrives in one segment with data, or with the
+    handshake's Finished; a reader that takes one read per event still gets
+    the data and then the EOF."""
     closed = []
 
     class OneRead(danga.Socket):
@@ -484,19 +486,20 @@ def test_close_notify_in_the_same_read_as_data_is_still_eof(pki):
                 except ssl.SSLWantReadError:
                     s.sendall(out.read())
                     inc.write(s.recv(65536))
-            s.sendall(out.read())
-            obj.write(b"last words")
+            if with_what == "data":
+                s.sendall(out.read())  # the Finished on its own
+                obj.write(b"last words")
             try:
                 obj.unwrap()
             except ssl.SSLWantReadError:
                 pass
-            s.sendall(out.read())  # the data record and close_notify in one send
+            s.sendall(out.read())  # the data record (or the Finished) and close_notify in one send
             while s.recv(65536):
                 pass
     out = in_thread(client)
     run(lambda: closed and finished(out), timeout=20)
     result(out)
-    assert closed == [b"last words"]
+    assert closed == [b"last words" if with_what == "data" else b""]
     close_all()
 
 
