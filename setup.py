@@ -1,10 +1,20 @@
-"""Only here to hand the cffi builders to setuptools (cffi has no declarative key)."""
+"""Only here to hand the cffi builders to setuptools (cffi has no declarative key).
+
+kqueue is built where the kernel has it (BSD, macOS) and, on Linux, only
+against libkqueue: ``LIBKQUEUE_PREFIX=/path/to/libkqueue pip install .``.
+"""
+import os
 import sys
 
 from setuptools import setup
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build"))
+import kqueue_build  # noqa: E402  (asks only whether it can build here)
+
 builders = ["_build/poll_build.py:ffibuilder"]
 if sys.platform.startswith("linux"):
     builders.insert(0, "_build/epoll_build.py:ffibuilder")
+if kqueue_build.available():
+    builders.insert(0, "_build/kqueue_build.py:ffibuilder")
 
 setup(cffi_modules=builders)

@@ -1,4 +1,13 @@
-"""Backend selection: the first of epoll, poll that imports, or DANGA_POLLER.
+"""Backend selection: ``DANGA_POLLER``, else the first backend that imports.
+
+The automatic order depends on the platform:
+
+* on the BSDs and macOS: kqueue, then poll;
+* on Linux: epoll, then poll.  kqueue on Linux is libkqueue's emulation
+  over epoll, built only on request (``LIBKQUEUE_PREFIX=... pip install .``)
+  and never chosen by itself: ``DANGA_POLLER=kqueue`` (or
+  ``create("kqueue")``) picks it.  ``available()`` still lists it, last, so
+  that the test suite runs on it too.
 
 Each backend module is the only importer of its compiled cffi module.
 """
@@ -6,14 +15,28 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable, List
+import sys
+from typing import Callable, List, Tuple
 
 from .base import ERR, HUP, READ, WRITE, Poller
 
 __all__ = ["READ", "WRITE", "ERR", "HUP", "Poller", "available", "create"]
 
-_BACKENDS = {"epoll": ("danga.pollers.epoll", "EpollPoller"), "poll": ("danga.pollers.poll", "PollPoller")}
-_ORDER = ("epoll", "poll")
+_BACKENDS = {
+    "kqueue": ("danga.pollers.kqueue", "KqueuePoller"),
+    "epoll": ("danga.pollers.epoll", "EpollPoller"),
+    "poll": ("danga.pollers.poll", "PollPoller"),
+}
+
+
+def _orders(platform: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(chosen automatically, best first; used only when named) on ``platform``."""
+    if platform.startswith("linux"):
+        return ("epoll", "poll"), ("kqueue",)
+    return ("kqueue", "epoll", "poll"), ()
+
+
+_ORDER, _BY_NAME_ONLY = _orders(sys.platform)
 
 
 def _load(name: str) -> Callable[[], Poller]:
@@ -23,9 +46,10 @@ def _load(name: str) -> Callable[[], Poller]:
 
 
 def available() -> List[str]:
-    """The backends this machine can use, best first."""
+    """The backends this machine can use: the automatic ones best first, then
+    those used only when named (kqueue on Linux)."""
     names = []
-    for name in _ORDER:
+    for name in _ORDER + _BY_NAME_ONLY:
         try:
             _load(name)
         except ImportError:
@@ -42,7 +66,8 @@ def create(name: str = "") -> Poller:
     name = name or os.environ.get("DANGA_POLLER", "")
     if name:
         if name not in _BACKENDS:
-            raise ValueError(f"danga: unknown poller {name!r} (DANGA_POLLER); choose one of {', '.join(_ORDER)}")
+            choices = ", ".join(_ORDER + _BY_NAME_ONLY)
+            raise ValueError(f"danga: unknown poller {name!r} (DANGA_POLLER); choose one of {choices}")
         return _load(name)()
     for candidate in _ORDER:
         try:
