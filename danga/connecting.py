@@ -61,6 +61,8 @@ class Connecting:
 
     def _connect_finished(self) -> None:
         err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if not err:  # a backend may have read, and so cleared, it first (kqueue over libkqueue)
+            err = getattr(_loop.current().poller(), "socket_error", _no_error)(self.sock.fileno())
         if err:
             self._connect_failed(errno.errorcode.get(err, str(err)))
             return
@@ -102,3 +104,7 @@ class Connecting:
     def connecting(self) -> bool:
         """True while a ``danga.connect`` is in progress."""
         return bool(self._Socket__state & CONNECTING)
+
+
+def _no_error(fd: int) -> int:
+    return 0
