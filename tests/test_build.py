@@ -8,7 +8,7 @@ from danga import pollers
 from danga.pollers import ERR, HUP, READ, WRITE
 
 
-@pytest.mark.parametrize("module", ["danga._ffi_epoll", "danga._ffi_poll"])
+@pytest.mark.parametrize("module", ["danga._ffi_epoll", "danga._ffi_poll", "danga._ffi_kqueue"])
 def test_masks_agree_with_python(module):
     try:
         lib = importlib.import_module(module).lib
@@ -35,6 +35,29 @@ def test_available_lists_epoll_first_on_linux():
     assert "poll" in names
     if platform.system() == "Linux":
         assert names[0] == "epoll"
+
+
+def test_kqueue_is_never_the_automatic_choice_on_linux(monkeypatch):
+    monkeypatch.delenv("DANGA_POLLER", raising=False)
+    p = pollers.create()
+    try:
+        if platform.system() == "Linux":
+            assert p.name == "epoll"  # libkqueue's kqueue only when named
+        elif "kqueue" in pollers.available():
+            assert p.name == "kqueue"
+    finally:
+        p.close()
+    if "kqueue" in pollers.available() and platform.system() == "Linux":
+        assert pollers.available()[-1] == "kqueue"
+
+
+def test_kqueue_constants_come_from_the_compiler():
+    try:
+        from danga._ffi_kqueue import lib
+    except ImportError:
+        pytest.skip("kqueue not built: build with LIBKQUEUE_PREFIX=/path/to/libkqueue pip install -e .")
+    assert (lib.EVFILT_READ, lib.EVFILT_WRITE) == (-1, -2)  # the same on every kqueue
+    assert lib.EV_ERROR & lib.EV_EOF == 0 and lib.EV_ADD == 1
 
 
 def test_unknown_backend_name_is_a_clear_error(monkeypatch):
