@@ -42,6 +42,11 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def has_kqueue() -> bool:
+    """Whether danga's kqueue backend was compiled in this checkout."""
+    return any((ROOT / "danga").glob("_ffi_kqueue*"))
+
+
 # name -> (command with {port}, extra environment, why it is unavailable or None)
 # A name ending in "-2proc" is a pre-forked server: it is not pinned, and the
 # CPU time of all its processes is counted.
@@ -52,6 +57,11 @@ def servers() -> dict:
         "c-epoll": ([str(OUT / "echo_c"), "{port}"], {}, None),
         "danga-epoll": ([PY, echo, "--port", "{port}"], {"DANGA_POLLER": "epoll"}, None),
         "danga-poll": ([PY, echo, "--port", "{port}"], {"DANGA_POLLER": "poll"}, None),
+        "danga-kqueue": (
+            [PY, echo, "--port", "{port}"],
+            {"DANGA_POLLER": "kqueue"},
+            None if has_kqueue() else "kqueue is not built (on Linux: LIBKQUEUE_PREFIX=... pip install -e .)",
+        ),
         "danga-serve-2proc": ([PY, str(s / "danga_serve_echo.py"), "--port", "{port}", "--processes", "2"], {}, None),
         "stdlib-epoll": ([PY, str(s / "stdlib_epoll_echo.py"), "--port", "{port}"], {}, None),
         "uvloop": (
