@@ -141,28 +141,39 @@ def run_one(cmd: list, env: dict, scenario: tuple, seconds: float, warmup: float
                 pids = [srv.pid] + children(srv.pid)
                 time.sleep(0.02)
         conns, size, inflight, idle = scenario
-        lg = subprocess.run(
-            [str(OUT / "loadgen"), "127.0.0.1", str(port), str(conns), str(size), str(inflight),
-             str(seconds), str(warmup), str(idle), ",".join(map(str, pids))],
-            capture_output=True, text=True, preexec_fn=pin(None if multi else 1), timeout=seconds + warmup + 120,
-        )
-        if lg.returncode != 0:
-            raise RuntimeError(f"loadgen failed: {lg.stderr[:2000]}")
-        r = json.loads(lg.stdout)
+        r = loadgen(port, conns, size, inflight, seconds, warmup, idle, pids, pin(None if multi else 1))
     finally:
-        srv.terminate()
-        try:
-            srv.wait(10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
+        stop_server(srv)
+    if r["idle_connections"]:
+        r["kib_per_idle_conn"] = (r["rss_idle_kib"] - r["rss_before_kib"]) / r["idle_connections"]
+    return r
+
+
+def loadgen(port: int, conns: int, size: int, inflight: int, seconds: float, warmup: float, idle: int,
+            pids: list, preexec, env: dict = None) -> dict:
+    """One loadgen run against ``port``; its JSON with the server's CPU per message added."""
+    lg = subprocess.run(
+        [str(OUT / "loadgen"), "127.0.0.1", str(port), str(conns), str(size), str(inflight),
+         str(seconds), str(warmup), str(idle), ",".join(map(str, pids))],
+        capture_output=True, text=True, preexec_fn=preexec, env=env, timeout=seconds + warmup + 120,
+    )
+    if lg.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {lg.stderr[:2000]}")
+    r = json.loads(lg.stdout)
     n = max(r["msgs"], 1)
     r["user_us"] = r["server_user_s"] / n * 1e6
     r["sys_us"] = r["server_sys_s"] / n * 1e6
     r["cpu_us"] = r["user_us"] + r["sys_us"]
-    if r["idle_connections"]:
-        r["kib_per_idle_conn"] = (r["rss_idle_kib"] - r["rss_before_kib"]) / r["idle_connections"]
     return r
+
+
+def stop_server(srv: subprocess.Popen) -> None:
+    srv.terminate()
+    try:
+        srv.wait(10)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        srv.wait()
 
 
 def median_of(rows: list, key: str) -> float:

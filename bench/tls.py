@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import OUT, PY, build, free_port, has_module, machine, pin  # noqa: E402
+from run import OUT, PY, build, free_port, has_module, loadgen, machine, pin, stop_server  # noqa: E402
 
 SERVERS = {
     "danga": ([PY, str(HERE / "servers" / "danga_tls_echo.py")], {"DANGA_POLLER": "epoll"}, None),
@@ -68,25 +68,9 @@ def run_one(cmd: list, env: dict, cert: str, key: str, scenario: tuple, seconds:
             raise RuntimeError(f"{argv[1]} did not start: {line!r} {srv.stderr.read()[:2000]}")
         conns, size, inflight, mode = scenario
         lg_env = {**os.environ, ("LOADGEN_HANDSHAKES" if mode == "handshakes" else "LOADGEN_TLS"): "1"}
-        lg = subprocess.run(
-            [str(OUT / "loadgen"), "127.0.0.1", str(port), str(conns), str(size), str(inflight),
-             str(seconds), str(warmup), "0", str(srv.pid)],
-            capture_output=True, text=True, env=lg_env, preexec_fn=pin(1), timeout=seconds + warmup + 120,
-        )
-        if lg.returncode != 0:
-            raise RuntimeError(f"loadgen failed: {lg.stderr[:2000]}")
-        r = json.loads(lg.stdout)
+        r = loadgen(port, conns, size, inflight, seconds, warmup, 0, [srv.pid], pin(1), lg_env)
     finally:
-        srv.terminate()
-        try:
-            srv.wait(10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
-    n = max(r["msgs"], 1)
-    r["user_us"] = r["server_user_s"] / n * 1e6
-    r["sys_us"] = r["server_sys_s"] / n * 1e6
-    r["cpu_us"] = r["user_us"] + r["sys_us"]
+        stop_server(srv)
     return r
 
 
