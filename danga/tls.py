@@ -499,6 +499,9 @@ class Handshake:
         self.timer = cancel(self.timer)
         if owner.closed:
             return
+        if self.stream.state == OPEN:  # a hook raised after the handshake completed: an ordinary close
+            owner.close(reason)
+            return
         self.stream.state = FAILED
         if log.isEnabledFor(logging.DEBUG):
             log.debug("danga: %s: %s", owner.as_string(), reason)

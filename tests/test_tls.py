@@ -663,3 +663,23 @@ def test_s_client_renegotiation_is_refused(pki):
     assert b"no renegotiation" in result(out)
     assert made[0].close_reason.startswith("tls: "), made[0].close_reason
     close_all()
+
+
+def test_a_hook_that_raises_after_the_handshake_is_an_ordinary_close(pki):
+    """ssl_handshake_completed raising closes the socket like any callback
+    error; the connect did not fail, so event_connect_failed is not called."""
+    calls = []
+
+    class Client(danga.Socket):
+        def ssl_handshake_completed(self):
+            raise RuntimeError("boom")
+
+        def event_connect_failed(self, error):
+            calls.append(error)
+
+    lst = danga.listen("tls://127.0.0.1:0", Echo, ssl_context=server_ctx(pki))
+    c = danga.connect(f"tls://localhost:{lst.port}", Client, ssl_context=client_ctx(pki))
+    run(lambda: c.closed, timeout=20)
+    assert c.close_reason == "exception: RuntimeError: boom"
+    assert calls == []
+    close_all()
