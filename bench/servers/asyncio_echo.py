@@ -19,12 +19,13 @@ async def main(port):
     await server.serve_forever()
 
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--port", type=int, required=True)
-ap.add_argument("--uvloop", action="store_true")
-args = ap.parse_args()
-if args.uvloop:
-    import uvloop
+if __name__ == "__main__":  # asyncio_tls_echo.py imports Echo
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--uvloop", action="store_true")
+    args = ap.parse_args()
+    if args.uvloop:
+        import uvloop
 
-    uvloop.install()
-asyncio.run(main(args.port))
+        uvloop.install()
+    asyncio.run(main(args.port))

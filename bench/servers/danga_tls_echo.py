@@ -3,21 +3,13 @@
     python bench/servers/danga_tls_echo.py --port 7000 --cert cert.pem --key key.pem
 """
 import argparse
+import sys
+from pathlib import Path
 
 import danga
 
-
-class Echo(danga.Socket):
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.watch_read(True)
-
-    def event_read(self):
-        data = self.read(65536)
-        if data is None:
-            self.close("eof")
-        elif data:
-            self.write(data)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from echo_server import Echo  # noqa: E402  the README's echo
 
 
 ap = argparse.ArgumentParser()
