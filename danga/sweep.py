@@ -12,6 +12,7 @@ danga/contract.py); a limit is therefore enforced to within a quarter of it.
 from __future__ import annotations
 
 import weakref
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Optional
 
 from .timers import Timer, cancel
@@ -56,7 +57,7 @@ class Sweep:
         interval = min(INTERVAL, max(0.01, limit / 4))
         t = self.timer
         if t is not None and t.active:
-            if t.when - self.loop.now <= interval:
+            if t.when - monotonic() <= interval:  # not loop.now: that is when the pass began
                 return
             t.cancel()
         self.timer = self.loop.add_timer(interval, self._run)
