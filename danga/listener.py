@@ -26,6 +26,7 @@ from time import monotonic
 from typing import Any, Callable, List, Optional
 
 from . import loop as _loop
+from . import proxyproto
 from .socket import Socket
 
 log = logging.getLogger("danga")
@@ -89,11 +90,16 @@ class Listener(Socket):
     * ``accept_per_pass``: accepts per readable event (fairness).
     * ``nodelay``: set TCP_NODELAY on accepted TCP connections.
     * ``emfile_pause``: seconds to stop accepting after running out of fds.
+    * ``proxy_protocol``: each connection starts with a PROXY protocol
+      header (v1 or v2, as HAProxy sends it); it is read first, within
+      ``proxy_timeout`` seconds, and the factory gets a socket whose peer
+      and local addresses are the ones the header gives (danga/proxyproto.py).
     """
 
     def __init__(self, sock: socket.socket, factory: Factory, *, max_connections: Optional[int] = None,
                  accept_per_pass: int = 64, nodelay: bool = True, reject: Optional[bytes] = None,
-                 emfile_pause: float = 0.25, unlink: Optional[str] = None) -> None:
+                 emfile_pause: float = 0.25, unlink: Optional[str] = None, proxy_protocol: bool = False,
+                 proxy_timeout: float = 5.0) -> None:
         if not callable(factory):
             raise TypeError(f"danga: a listener needs a Socket class or factory, got {factory!r}")
         if max_connections is not None and max_connections < 1:
@@ -105,6 +111,8 @@ class Listener(Socket):
         self.nodelay = nodelay and sock.family in (socket.AF_INET, socket.AF_INET6)
         self.reject = reject
         self.emfile_pause = emfile_pause
+        self.proxy_protocol = proxy_protocol
+        self.proxy_timeout = proxy_timeout
         self.accepted = 0  # connections handed to the factory
         self.rejected = 0  # connections closed at once for max_connections
         self.dropped = 0  # connections closed at once for lack of descriptors
@@ -157,16 +165,25 @@ class Listener(Socket):
                 continue
             if self.nodelay:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                obj = self.factory(conn)
-            except Exception as exc:
-                conn.close()
-                _loop.current().report_error(None, exc, f"connection factory {self.factory!r}")
-                continue
-            self.accepted += 1
-            self.__children.add(obj)
+            if self.proxy_protocol:
+                proxyproto.expect_header(conn, self.proxy_timeout, self.hand_over)
+            else:
+                self.hand_over(conn)
             if self.closed:
                 return
+
+    def hand_over(self, conn: socket.socket) -> Optional[Socket]:
+        """Give an accepted connection to the factory (and count it); the
+        object it made, or None if it raised."""
+        try:
+            obj = self.factory(conn)
+        except Exception as exc:
+            conn.close()
+            _loop.current().report_error(None, exc, f"connection factory {self.factory!r}")
+            return None
+        self.accepted += 1
+        self.__children.add(obj)
+        return obj
 
     def _out_of_descriptors(self, e: OSError) -> None:
         log.warning("danga: %s: accept failed (%s); dropping a pending connection and pausing %.2fs",

@@ -364,6 +364,8 @@ def main():
                     help="close a client that takes no byte of its response for this long (0: off)")
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM; default: in --tls-cert)")
+    ap.add_argument("--proxy-protocol", action="store_true",
+                    help="behind HAProxy (send-proxy / send-proxy-v2): each connection starts with a PROXY header")
     args = ap.parse_args()
     if bool(args.root) == bool(args.proxy_to):
         ap.error("give exactly one of --root or --proxy-to")
@@ -376,7 +378,8 @@ def main():
     CACHE_TTL = args.cache_ttl
     scheme, tls = ("tls", {"certfile": args.tls_cert, "keyfile": args.tls_key}) if args.tls_cert else ("tcp", {})
     limit = danga.raise_fd_limit()  # 1024 is a common default: a few hundred slow clients exhaust it
-    listener = danga.listen(f"{scheme}://{args.host}:{args.port}", HttpClient, backlog=4096, **tls)
+    listener = danga.listen(f"{scheme}://{args.host}:{args.port}", HttpClient, backlog=4096,
+                            proxy_protocol=args.proxy_protocol, **tls)
     mode = f"files from {config['root']}" if args.root else f"proxy to {args.proxy_to}"
     proto = "https" if tls else "http"
     print(f"{proto} server ({mode}; {limit} fds) listening on {listener.local_addr_string()}", flush=True)
