@@ -14,6 +14,13 @@ last or by ``reset()``): on EMFILE the listener releases it, accepts the
 pending connection and closes it at once (the client sees a prompt close,
 not a hang), takes the reserve back, and stops accepting for
 ``emfile_pause`` seconds.  Existing connections are served throughout.
+
+Before that, a listener *sheds*: on EMFILE, and whenever a new descriptor's
+number reaches ``shed_threshold`` of the limit, it asks its ``shed_policy``
+to close connections that have not yet been productive, oldest first
+(danga/shedding.py), and accepts again on the next pass, once their
+descriptors are released.  Only when there is nothing to shed does it fall
+back to dropping the pending connection.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from time import monotonic
 from typing import Any, Callable, List, Optional
 
 from . import loop as _loop
-from . import proxyproto
+from . import proxyproto, shedding
 from .socket import Socket
 
 log = logging.getLogger("danga")
@@ -94,16 +101,28 @@ class Listener(Socket):
       header (v1 or v2, as HAProxy sends it); it is read first, within
       ``proxy_timeout`` seconds, and the factory gets a socket whose peer
       and local addresses are the ones the header gives (danga/proxyproto.py).
+    * ``shed_threshold``: the share of the descriptor limit (0.9) at which
+      the listener starts shedding connections not yet productive; None
+      sheds only when accepting fails.  ``shed_policy(listener, wanted)``
+      chooses and closes them and returns how many
+      (``danga.shedding.shed_oldest_unproductive``: the oldest marked by
+      ``set_deadline``/``mark_unproductive``).
     """
 
     def __init__(self, sock: socket.socket, factory: Factory, *, max_connections: Optional[int] = None,
                  accept_per_pass: int = 64, nodelay: bool = True, reject: Optional[bytes] = None,
                  emfile_pause: float = 0.25, unlink: Optional[str] = None, proxy_protocol: bool = False,
-                 proxy_timeout: float = 5.0) -> None:
+                 proxy_timeout: float = 5.0, shed_threshold: Optional[float] = 0.9,
+                 shed_policy: shedding.ShedPolicy = shedding.shed_oldest_unproductive) -> None:
         if not callable(factory):
             raise TypeError(f"danga: a listener needs a Socket class or factory, got {factory!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"danga: max_connections must be >= 1 or None, got {max_connections}")
+        if shed_threshold is not None and not 0 < shed_threshold <= 1:
+            raise ValueError(f"danga: shed_threshold is a share of the descriptor limit in (0, 1], or None; "
+                             f"got {shed_threshold}")
+        if not callable(shed_policy):
+            raise TypeError(f"danga: shed_policy must be callable(listener, wanted) -> int, got {shed_policy!r}")
         super().__init__(sock)
         self.factory = factory
         self.max_connections = max_connections
@@ -116,6 +135,13 @@ class Listener(Socket):
         self.accepted = 0  # connections handed to the factory
         self.rejected = 0  # connections closed at once for max_connections
         self.dropped = 0  # connections closed at once for lack of descriptors
+        self.shed = 0  # connections the shed policy closed for this listener
+        self.shed_threshold = shed_threshold
+        self.shed_policy = shed_policy
+        self.__shed_at = 1 << 62  # the descriptor number at which shedding starts
+        self.__shed_pass = -1  # the loop pass of the last shedding
+        self.__shed_last = 0  # how many it closed
+        self._read_fd_limit()
         self.__children: "weakref.WeakSet[Socket]" = weakref.WeakSet()
         self.__unlink = unlink
         self.__paused = False
@@ -165,10 +191,16 @@ class Listener(Socket):
                 continue
             if self.nodelay:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            fd = conn.fileno()
+            pressed = fd >= self.__shed_at
+            if pressed:  # shed before the new one is marked: it is never the one shed
+                self._shed(f"{fd + 1} descriptors in use", fd + 1 - self.__shed_at)
             if self.proxy_protocol:
                 proxyproto.expect_header(conn, self.proxy_timeout, self.hand_over)
             else:
                 self.hand_over(conn)
+            if pressed:
+                return  # accept more on the next pass, when what was shed is released
             if self.closed:
                 return
 
@@ -185,7 +217,39 @@ class Listener(Socket):
         self.__children.add(obj)
         return obj
 
+    def _read_fd_limit(self) -> None:
+        limit = shedding.fd_limit()
+        if limit is not None and self.shed_threshold is not None:
+            self.__shed_at = max(1, int(limit * self.shed_threshold)) - 1
+        self.fd_limit = limit
+
+    def _shed(self, why: str, excess: int = 0) -> int:
+        """Ask the policy for room: at least a batch, or ``excess``; how many
+        it closed.  At most once a pass, since what it closes is released at
+        the end of the pass: a second call in the same pass returns what the
+        first one closed."""
+        loop = _loop.current()
+        if self.__shed_pass == loop.passes:
+            return self.__shed_last
+        self.__shed_pass = loop.passes
+        self.__shed_last = 0
+        wanted = max(shedding.shed_batch(self.fd_limit or 1024), excess)
+        try:
+            closed = int(self.shed_policy(self, wanted))
+        except Exception as exc:
+            loop.report_error(None, exc, f"shed policy {self.shed_policy!r}")
+            return 0
+        self.shed += closed
+        self.__shed_last = closed
+        if closed:
+            log.warning("danga: %s: %s (limit %s); shed %d connection(s) not yet productive",
+                        self.local_addr_string(), why, self.fd_limit, closed)
+        return closed
+
     def _out_of_descriptors(self, e: OSError) -> None:
+        self._read_fd_limit()  # someone may have changed it
+        if self._shed("accept failed: " + errno.errorcode.get(e.errno or 0, str(e))):
+            return  # accepted again on the next pass, once the shed descriptors are released
         log.warning("danga: %s: accept failed (%s); dropping a pending connection and pausing %.2fs",
                     self.local_addr_string(), errno.errorcode.get(e.errno or 0, e), self.emfile_pause)
         if self.__reserve.release():

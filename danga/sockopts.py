@@ -14,6 +14,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import loop as _loop
+from . import shedding
 from .contract import SocketSide
 from .timers import cancel
 
@@ -92,13 +93,38 @@ class SocketOptions:
     def set_deadline(self, seconds: Optional[float], reason: str = "deadline") -> None:
         """Close the socket with ``reason`` unless ``set_deadline(None)`` is
         called within ``seconds``.  A total deadline, not reset by activity:
-        the protection against a client that trickles a request slowly."""
+        the protection against a client that trickles a request slowly.
+
+        While a deadline is set the socket also counts as not yet productive
+        (``mark_unproductive()``): under descriptor pressure a listener may
+        shed it (danga/shedding.py).  ``set_deadline(None)`` clears both."""
         if self.closed:
             return
         x = self._extras()
         x.deadline = cancel(x.deadline)
         if seconds is not None:
             x.deadline = _loop.current().add_timer(seconds, lambda: self.close(reason))
+            shedding.registry().mark(self)
+        else:
+            shedding.registry().unmark(self)
+
+    def mark_unproductive(self) -> None:
+        """Say that this connection has not finished its request yet (no
+        deadline): under descriptor pressure, listeners shed such
+        connections, oldest first, with reason ``"shed"``.  Marking again
+        makes it the youngest.  ``mark_productive()`` clears it."""
+        if not self.closed:
+            shedding.registry().mark(self)
+
+    def mark_productive(self) -> None:
+        """Clear ``mark_unproductive()`` (a deadline set stays set)."""
+        shedding.registry().unmark(self)
+
+    @property
+    def productive(self) -> bool:
+        """False while marked as not yet productive (a deadline or
+        ``mark_unproductive()``), so that shedding may choose it."""
+        return not shedding.registry().is_marked(self)
 
     def set_idle_timeout(self, seconds: float) -> None:
         """Close with reason ``"idle_timeout"`` after ``seconds`` without data

@@ -22,7 +22,8 @@ from .socket import Socket
 
 _TLS_OPTS = {"ssl_context", "ssl_handshake_timeout"}
 _LISTEN_OPTS = {"backlog", "reuse_port", "max_connections", "accept_per_pass", "nodelay", "reject", "emfile_pause",
-                "certfile", "keyfile", "proxy_protocol", "proxy_timeout"} | _TLS_OPTS
+                "certfile", "keyfile", "proxy_protocol", "proxy_timeout",
+                "shed_threshold", "shed_policy"} | _TLS_OPTS
 _CONNECT_OPTS = {"timeout", "nodelay", "server_hostname"} | _TLS_OPTS
 
 
@@ -41,7 +42,9 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
     nothing to accept.  Options: backlog (1024), reuse_port, max_connections,
     accept_per_pass (64), nodelay (True), reject, emfile_pause (0.25 s),
     proxy_protocol (False: True reads a PROXY protocol v1/v2 header from
-    each connection first, within proxy_timeout, 5 s).
+    each connection first, within proxy_timeout, 5 s), shed_threshold (0.9
+    of the descriptor limit) and shed_policy (see ``Listener`` and
+    danga/shedding.py).
 
     TLS: ``tls://`` URLs (or ``ssl_context=`` on any stream URL) hand each
     connection to the factory with its handshake pending; the object hears
