@@ -1,17 +1,67 @@
 """The PROXY protocol (v1 and v2, as HAProxy's proxy-protocol.txt defines
 them), read before a connection reaches its factory.
 
-This first part is the sans-I/O parser.  ``HeaderParser.feed(bytes)``
-returns None while the header is incomplete and a ``ProxyHeader`` once it
-is whole, and raises ``ProxyProtocolError`` as soon as the bytes cannot be
-a header (the first byte of ``GET /`` is enough; the spec asks to abort as
-early as possible).  It keeps at most one header: 107 bytes for v1, 16 plus
-the announced length for v2, and that length is refused beyond
-``MAX_V2_LENGTH``.  The reader that runs it on accepted connections is to
-come; until then ``expect_header`` raises.
+Behind HAProxy, nginx (``proxy_protocol on``), stunnel or a cloud load
+balancer, every connection comes from the proxy.  With ``send-proxy`` (v1,
+one line of text) or ``send-proxy-v2`` (binary, with optional TLVs) the
+proxy starts each connection with a header that names the client it
+relays, and ``listen(url, factory, proxy_protocol=True)`` reads that header
+first: the factory gets a socket whose ``getpeername()``/``getsockname()``
+are the header's addresses, so ``peer_ip_string()`` and friends give the
+real client.  The receiver must only ever be configured for it, never guess
+(a client could claim any address), so such a listener belongs where only
+the proxies can reach it.
+
+Three parts
+-----------
+``HeaderParser`` is sans-I/O: ``feed(bytes)`` returns None while the header
+is incomplete and a ``ProxyHeader`` once it is whole, and raises
+``ProxyProtocolError`` as soon as the bytes cannot be a header (the first
+byte of ``GET /`` is enough; the spec asks to abort as early as possible).
+It keeps at most one header: 107 bytes for v1, 16 plus the announced
+length for v2, and that length is refused beyond ``MAX_V2_LENGTH``.
+
+``HeaderReader`` is a small ``Socket`` that owns the accepted connection
+until the header is whole, under a total deadline (``proxy_timeout``):
+a peer that sends nothing, too little or garbage is closed with a reason
+that says which (``"proxy_timeout"``, ``"proxy_protocol: ..."``).  Then it
+takes the raw socket back (``steal_socket``), wraps the same descriptor in
+a ``ProxiedSocket`` and calls the factory with it.
+
+Not reading past the header
+---------------------------
+The bytes after the header belong to the application: an HTTP request, or
+the TLS ClientHello of a ``tls://`` listener, whose handshake reads the raw
+descriptor itself.  Bytes read from the kernel and pushed back
+(``push_back_read``) would reach a plain socket, but a TLS handshake never
+looks there, and it would wait for a ClientHello that already came.  So
+the reader never takes them from the kernel, as the spec's sample code
+does: it *peeks* (``MSG_PEEK``), lets the parser say where the header ends,
+and then receives exactly the header's bytes.  What follows stays queued in
+the kernel, and the descriptor, registered again by the factory's socket,
+is readable at once (poll and level-triggered epoll report data that was
+already there).  A header cut into pieces costs no spin: everything peeked
+before the header's end is header, and it is consumed each time, so the
+descriptor is readable again only when new bytes arrive.  Peeking needs
+the descriptor itself, as the readiness backends (epoll, poll, kqueue)
+hand it out; a completion backend would have to read into the parser and
+pass what it read past the header to the factory's stream.
+
+Addresses
+---------
+``ProxiedSocket`` is a ``socket.socket`` on the same descriptor.  For the
+PROXY command with addresses, ``getpeername()`` is the header's source,
+``getsockname()`` its destination, and ``family`` the header's family (a
+TCP4 client relayed to a ``local://`` listener is AF_INET, so that code
+formatting addresses by family reads them right; ``real_family`` is the
+descriptor's own).  For v2 LOCAL (health checks), v1 UNKNOWN and v2
+UNSPEC, which carry no client, they are the real ones.  Either way
+``sock.proxy_header`` is the parsed header: its command, TLVs (v2), and
+the raw bytes, to relay to a next hop.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -19,12 +69,14 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from . import loop as _loop
 from .addresses import format_address
+from .socket import Socket
 
 log = logging.getLogger("danga")
 
-__all__ = ["ProxyProtocolError", "ProxyHeader", "HeaderParser", "expect_header", "crc32c", "V2_SIGNATURE", "V1_MAX",
-           "MAX_V2_LENGTH"]
+__all__ = ["ProxyProtocolError", "ProxyHeader", "HeaderParser", "ProxiedSocket", "HeaderReader", "expect_header",
+           "crc32c", "V2_SIGNATURE", "V1_MAX", "MAX_V2_LENGTH"]
 
 V1_PREFIX = b"PROXY "
 V1_MAX = 107  # the longest v1 line, CRLF included ("PROXY UNKNOWN" with two full IPv6 addresses)
@@ -361,7 +413,136 @@ def _parse_tlvs(header: bytes, start: int) -> Tuple[Tuple[int, bytes], ...]:
     return tuple(tlvs)
 
 
-def expect_header(conn: socket.socket, timeout: float, then: Callable[[socket.socket], Optional[Any]]) -> None:
-    """Read the PROXY header from ``conn``, then call ``then(sock)``, which
-    returns the object it made (or None)."""
-    raise NotImplementedError("danga: the PROXY protocol reader is not written yet")
+class ProxiedSocket(socket.socket):
+    """A ``socket.socket`` whose ``getpeername()``/``getsockname()`` (and
+    ``family``) are those a PROXY header gave, when it gave any;
+    ``proxy_header`` is the header, ``real_family`` the descriptor's family."""
+
+    __slots__ = ("proxy_header",)
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: Optional[int] = None, *,
+                 header: Optional[ProxyHeader] = None) -> None:
+        super().__init__(family, type, proto, fileno)
+        self.proxy_header = header
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        h = self.proxy_header
+        if h is not None and h.source is not None:
+            return socket.AddressFamily(h.family)
+        return super().family
+
+    @property
+    def real_family(self) -> socket.AddressFamily:
+        """The descriptor's own address family."""
+        return super().family
+
+    def getpeername(self) -> Any:
+        h = self.proxy_header
+        if h is not None and h.source is not None:
+            return h.source
+        return super().getpeername()
+
+    def getsockname(self) -> Any:
+        h = self.proxy_header
+        if h is not None and h.destination is not None:
+            return h.destination
+        return super().getsockname()
+
+    def dup(self) -> "ProxiedSocket":
+        return ProxiedSocket(self.real_family, self.type, self.proto, fileno=os.dup(self.fileno()),
+                             header=self.proxy_header)
+
+
+class HeaderReader(Socket):
+    """Owns an accepted connection until its PROXY header is whole, then
+    hands the descriptor, as a ``ProxiedSocket``, to ``then``.  Closes with
+    ``"proxy_protocol: <what was wrong>"`` or ``"proxy_timeout"``."""
+
+    __slots__ = ("parser", "then")
+
+    def __init__(self, conn: socket.socket, timeout: float, then: Callable[[socket.socket], Optional[Any]],
+                 max_v2_length: int = MAX_V2_LENGTH) -> None:
+        super().__init__(conn)
+        self.parser = HeaderParser(max_v2_length)
+        self.then = then
+        if timeout:
+            self.set_deadline(timeout, "proxy_timeout")
+        self.watch_read(True)
+
+    def event_read(self) -> None:
+        sock = self.sock
+        parser = self.parser
+        try:
+            data = sock.recv(parser.read_hint, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.close(f"proxy_protocol: {errno.errorcode.get(e.errno or 0, str(e))} after {parser.received} "
+                       "bytes of the header")
+            return
+        if not data:
+            if parser.received:
+                self.close(f"proxy_protocol: the peer closed the connection after {parser.received} bytes of "
+                           "the header")
+            else:
+                self.close("proxy_protocol: the peer closed the connection before sending a header")
+            return
+        try:
+            header = parser.feed(data)
+        except ProxyProtocolError as e:
+            self.close(f"proxy_protocol: {e.detail}")
+            return
+        take = len(data) - (len(header.rest) if header is not None else 0)
+        try:
+            got = len(sock.recv(take))  # peeked already: all of it is there
+        except OSError as e:
+            self.close(f"proxy_protocol: {errno.errorcode.get(e.errno or 0, str(e))} while reading the header")
+            return
+        if got != take:
+            self.close(f"proxy_protocol: the kernel returned {got} of the {take} header bytes it had shown")
+            return
+        if header is not None:
+            self._hand_over(header)
+
+    def _hand_over(self, header: ProxyHeader) -> None:
+        self.set_deadline(None)
+        raw = self.steal_socket()
+        if raw is None:
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("danga: PROXY header %s on fd %d", header.describe(), self.fd)
+        sock = ProxiedSocket(raw.family, raw.type, raw.proto, fileno=raw.detach(),
+                             header=replace(header, rest=b"") if header.rest else header)
+        try:
+            self.then(sock)
+        except Exception as exc:
+            sock.close()
+            _loop.current().report_error(None, exc, f"PROXY protocol hand-over to {self.then!r}")
+
+    def event_hup(self) -> None:
+        self.close(f"proxy_protocol: the connection was lost after {self.parser.received} bytes of the header")
+
+    def event_err(self) -> None:
+        self.close(f"proxy_protocol: the connection failed after {self.parser.received} bytes of the header")
+
+    def close(self, reason: str = "") -> None:
+        if not self.closed:
+            quiet = "before sending a header" in reason or reason in ("", "shutdown")
+            log.log(logging.DEBUG if quiet else logging.INFO, "danga: %s: closed (%s)",
+                    self.peer_addr_string() or f"fd {self.fd}", reason)
+        super().close(reason)
+
+
+def expect_header(conn: socket.socket, timeout: float, then: Callable[[socket.socket], Optional[Any]]) -> Optional[
+        HeaderReader]:
+    """Read the PROXY header from the accepted ``conn`` (within ``timeout``
+    seconds; 0 or None: no limit), then call ``then(sock)`` with a
+    ``ProxiedSocket`` on the same descriptor.  Returns the reader (None if
+    ``conn`` could not be registered, then it is closed)."""
+    try:
+        return HeaderReader(conn, timeout, then)
+    except Exception as exc:
+        conn.close()
+        _loop.current().report_error(None, exc, "PROXY protocol reader")
+        return None

@@ -1,16 +1,26 @@
 """The PROXY protocol (danga/proxyproto.py): the sans-I/O parser against
-headers built here byte by byte from proxy-protocol.txt."""
+headers built here byte by byte from proxy-protocol.txt, and the reader on
+real listeners (tcp://, local://, tls://) with real clients.
+
+Real proxies (HAProxy's send-proxy, send-proxy-v2 and its health checks)
+are in tests/test_haproxy.py."""
 import socket
+import ssl
 import struct
+import threading
 
 import pytest
+import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import danga
 from danga import proxyproto
 from danga.proxyproto import (MAX_V2_LENGTH, PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_CRC32C, PP2_TYPE_NOOP,
-                              PP2_TYPE_SSL, PP2_TYPE_UNIQUE_ID, HeaderParser, ProxyProtocolError,
+                              PP2_TYPE_SSL, PP2_TYPE_UNIQUE_ID, HeaderParser, ProxiedSocket, ProxyProtocolError,
                               crc32c)
+
+from .helpers import run, run_for
 
 # -- headers built from the spec, independently of the parser -------------------------------------
 
@@ -302,3 +312,412 @@ def test_any_bytes_cut_anywhere_give_the_same_outcome(data, cuts):
     if whole[0] == "header":
         assert data.startswith(whole[1])
         assert outcome([whole[1]]) == whole  # the header alone parses the same
+
+
+# -- the reader on real listeners -------------------------------------------------------------------
+
+
+class Recorder(danga.Socket):
+    """Records what it sees of its peer and the bytes it gets; answers each
+    request (up to a blank line) with the peer it sees."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.got = bytearray()
+        self.seen = (self.peer_ip_string(), self.peer_addr_string(), self.peer_address, self.local_addr_string())
+        self.header = getattr(sock, "proxy_header", None)  # through a TlsStream too
+        self.watch_read(True)
+
+    def event_read(self):
+        data = self.read(65536)
+        if data is None:
+            self.close("eof")
+            return
+        self.got += data
+        if self.got.endswith(b"\r\n\r\n"):
+            self.write(f"peer {self.seen[1]}\r\n".encode())
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A proxy_protocol listener whose readers and objects the test can see."""
+    state = {"readers": [], "reasons": {}, "made": []}
+    real = proxyproto.expect_header
+
+    def spy(conn, timeout, then):
+        reader = real(conn, timeout, then)
+        state["readers"].append(reader)
+        reader.add_close_watcher(lambda s, why: state["reasons"].__setitem__(s, why))
+        return reader
+
+    monkeypatch.setattr(proxyproto, "expect_header", spy)
+
+    class Server:
+        def __init__(self):
+            self.listener = None
+
+        def listen(self, url="tcp://127.0.0.1:0", handler=Recorder, **options):
+            def factory(sock):
+                obj = handler(sock)
+                state["made"].append(obj)
+                return obj
+
+            self.listener = danga.listen(url, factory, proxy_protocol=True, **options)
+            return self.listener
+
+        @property
+        def addr(self):
+            return ("127.0.0.1", self.listener.port)
+
+        @property
+        def readers(self):
+            return state["readers"]
+
+        @property
+        def made(self):
+            return state["made"]
+
+        def reason(self, reader):
+            return state["reasons"].get(reader)
+
+        def client(self, **kw):
+            c = socket.create_connection(self.addr, timeout=10, **kw)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return c
+
+    srv = Server()
+    yield srv
+    for s in list(danga.descriptor_map().values()):
+        s.close("test over")
+
+
+def read_until_closed(c):
+    out = bytearray()
+    while True:
+        try:
+            chunk = c.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+@pytest.mark.parametrize("name,peer", [
+    ("v1-tcp4", ("203.0.113.7", "203.0.113.7:41000", ("203.0.113.7", 41000), "10.0.0.1:80")),
+    ("v1-tcp6", ("2001:db8::7", "[2001:db8::7]:4242", ("2001:db8::7", 4242, 0, 0), "[2001:db8::1]:443")),
+    ("v2-tcp4-tlvs", ("203.0.113.7", "203.0.113.7:41000", ("203.0.113.7", 41000), "10.0.0.1:80")),
+    ("v2-tcp6", ("2001:db8::7", "[2001:db8::7]:4242", ("2001:db8::7", 4242, 0, 0), "[2001:db8::1]:443")),
+    ("v2-unix", (None, "/run/client.sock", "/run/client.sock", "/run/server.sock")),
+])
+def test_header_and_request_in_one_send(server, name, peer):
+    """The client sends header and request in one send and then waits: the
+    request reaches the object (nothing of the header, nothing lost), which
+    sees the header's addresses."""
+    server.listen()
+    with server.client() as c:
+        c.sendall(VALID[name] + REQUEST)
+        run(lambda: server.made and bytes(server.made[0].got) == REQUEST)
+        obj = server.made[0]
+        assert obj.seen == peer
+        assert isinstance(obj.sock, ProxiedSocket) and obj.sock.proxy_header.raw == VALID[name]
+        assert obj.sock.proxy_header.rest == b""  # those bytes were left in the socket for obj
+        assert obj.fd == server.readers[0].fd  # the same descriptor, not a copy
+        assert server.reason(server.readers[0]) is None  # handed over, not closed
+        assert server.listener.accepted == 1
+        assert obj.write_buf_size == 0
+        assert c.recv(100) == f"peer {peer[1]}\r\n".encode()
+
+
+@pytest.mark.parametrize("name", ["v1-unknown", "v1-unknown-long", "v2-local", "v2-local-with-block", "v2-unspec"])
+def test_local_and_unknown_give_the_real_endpoints(server, name):
+    server.listen()
+    with server.client() as c:
+        c.sendall(VALID[name] + REQUEST)
+        run(lambda: server.made and bytes(server.made[0].got) == REQUEST)
+        obj = server.made[0]
+        me = c.getsockname()
+        assert obj.seen == ("127.0.0.1", f"127.0.0.1:{me[1]}", me, f"127.0.0.1:{server.listener.port}")
+        assert obj.sock.proxy_header.source is None and obj.sock.family == socket.AF_INET
+
+
+def test_header_byte_by_byte_through_the_reader_without_spinning(server, monkeypatch):
+    """Each byte is read as it comes (and consumed: the descriptor is not
+    readable again until the next one), and the request after the header
+    arrives whole."""
+    calls = []
+    real_read = proxyproto.HeaderReader.event_read
+    monkeypatch.setattr(proxyproto.HeaderReader, "event_read", lambda self: (calls.append(1), real_read(self)))
+    server.listen()
+    header = v2_tcp4(tlvs=TLVS)
+    with server.client() as c:
+        run(lambda: server.readers)
+        reader = server.readers[0]
+        for i, b in enumerate(header[:-1]):
+            c.send(bytes([b]))
+            run(lambda n=i + 1: reader.parser.received == n)
+            if i in (0, 12, 27):
+                before = len(calls)
+                run_for(0.05)  # nothing new arrives: the reader must not be called
+                assert len(calls) == before
+        assert not server.made
+        c.send(header[-1:])
+        run(lambda: server.made)
+        c.send(REQUEST)
+        run(lambda: bytes(server.made[0].got) == REQUEST)
+        assert server.made[0].seen[1] == "203.0.113.7:41000"
+
+
+@pytest.mark.parametrize("name", ["v1-tcp6", "v2-tcp4-tlvs"])
+def test_header_split_in_two_at_every_boundary_through_the_reader(server, name):
+    header = VALID[name]
+    server.listen()
+    for cut in range(1, len(header)):
+        with server.client() as c:
+            c.send(header[:cut])
+            run(lambda n=cut: server.readers and server.readers[-1].parser.received == n)
+            c.send(header[cut:] + REQUEST)
+            run(lambda: len(server.made) == len(server.readers) and bytes(server.made[-1].got) == REQUEST)
+            assert server.made[-1].sock.proxy_header.raw == header
+            server.made[-1].close("next")
+    assert server.listener.accepted == len(header) - 1
+
+
+def test_local_listener_sees_the_header_s_family(server, tmp_path):
+    """A TCP client relayed to a local:// listener: the addresses are IP ones."""
+    path = str(tmp_path / "pp.sock")
+    server.listen(f"local://{path}")
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(path)
+        c.sendall(V1_TCP4 + REQUEST)
+        run(lambda: server.made and bytes(server.made[0].got) == REQUEST)
+        obj = server.made[0]
+        assert obj.seen[:2] == ("203.0.113.7", "203.0.113.7:41000")
+        assert obj.sock.family == socket.AF_INET and obj.sock.real_family == socket.AF_UNIX
+
+
+@pytest.mark.parametrize("data,reason", [
+    (REQUEST, "proxy_protocol: no PROXY header (the peer is not a proxy speaking PROXY protocol); "
+              "it sent b'GET /hello HTTP/'..."),
+    (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "proxy_protocol: v1 header has an LF without CR at offset 30"),
+    (b"PROXY UNKNOWN " + b"x" * 200, "proxy_protocol: v1 header has no CRLF within 107 bytes"),
+    (v2(cmd=3), "proxy_protocol: unknown v2 command 0x3 (0x0 LOCAL and 0x1 PROXY are defined)"),
+    (v2(1, 0x11, length=0xFFFF) + b"\0" * 100, "proxy_protocol: v2 header announces 65535 bytes"),
+    (v2_tcp4(tlvs=b"\x01\x00\x09abc"), "proxy_protocol: v2 TLV 0x01 at offset 28 is 9 bytes long"),
+])
+def test_malformed_header_closes_the_connection_with_its_reason(server, data, reason, caplog):
+    server.listen()
+    with caplog.at_level("INFO", logger="danga"), server.client() as c:
+        c.sendall(data)
+        run(lambda: server.readers and server.reason(server.readers[0]) is not None)
+        assert server.reason(server.readers[0]).startswith(reason)
+        assert read_until_closed(c) == b""  # closed, nothing said
+    assert not server.made and server.listener.accepted == 0
+    assert any(reason in r.getMessage() and r.levelname == "INFO" for r in caplog.records)
+
+
+def test_a_client_that_sends_nothing_times_out(server):
+    server.listen(proxy_timeout=0.2)
+    with server.client() as c:
+        run(lambda: server.readers and server.reason(server.readers[0]) is not None)
+        assert server.reason(server.readers[0]) == "proxy_timeout"
+        assert read_until_closed(c) == b""
+    assert not server.made
+
+
+def test_a_client_that_stops_mid_header_times_out(server):
+    server.listen(proxy_timeout=0.2)
+    with server.client() as c:
+        c.sendall(V1_TCP4[:20])
+        run(lambda: server.readers and server.reason(server.readers[0]) is not None)
+        assert server.reason(server.readers[0]) == "proxy_timeout"
+        assert server.readers[0].parser.received == 20
+
+
+def test_the_deadline_is_gone_once_the_header_is_in(server):
+    server.listen(proxy_timeout=0.2)
+    with server.client() as c:
+        c.sendall(v2_tcp4())
+        run(lambda: server.made)
+        run_for(0.4)
+        assert not server.made[0].closed
+        c.sendall(REQUEST)
+        run(lambda: bytes(server.made[0].got) == REQUEST)
+
+
+@pytest.mark.parametrize("sent", [0, 10, 20])
+def test_a_client_that_closes_mid_header(server, sent):
+    server.listen()
+    with server.client() as c:
+        c.sendall(v2_tcp4(tlvs=TLVS)[:sent])
+        c.shutdown(socket.SHUT_WR)
+        run(lambda: server.readers and server.reason(server.readers[0]) is not None)
+        want = (f"proxy_protocol: the peer closed the connection after {sent} bytes of the header" if sent
+                else "proxy_protocol: the peer closed the connection before sending a header")
+        assert server.reason(server.readers[0]) == want
+    assert not server.made
+
+
+def test_a_client_that_resets_mid_header(server):
+    server.listen()
+    c = server.client()
+    c.sendall(V1_TCP4[:10])
+    run(lambda: server.readers and server.readers[0].parser.received == 10)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST
+    run(lambda: server.reason(server.readers[0]) is not None)
+    assert server.reason(server.readers[0]).startswith("proxy_protocol: ")
+    assert "10 bytes of the header" in server.reason(server.readers[0])
+
+
+def test_a_factory_that_raises_closes_the_connection(server):
+    def broken(sock):
+        raise RuntimeError("no")
+
+    server.listen(handler=broken)
+    with server.client() as c:
+        c.sendall(V1_TCP4 + REQUEST)
+        run(lambda: server.readers and server.readers[0].closed)
+        assert server.reason(server.readers[0]) is None  # handed over; the factory's failure closed the socket
+        assert read_until_closed(c) == b""
+    assert server.listener.accepted == 0 and not server.made
+
+
+# -- TLS after the header --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs():
+    ca = trustme.CA()
+    return ca, ca.issue_cert("localhost", "127.0.0.1")
+
+
+def in_thread(fn):
+    """Run ``fn`` in a client thread; ``state["done"]`` is set (and the loop
+    woken) when it ends, ``state["error"]`` holds what it raised."""
+    state = {"done": False, "error": None}
+
+    def go():
+        try:
+            fn()
+        except Exception as e:  # reported by the test
+            state["error"] = e
+        state["done"] = True
+        danga.call_from_thread(lambda: None)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    state["thread"] = t
+    return state
+
+
+class TlsRecorder(Recorder):
+    def ssl_handshake_completed(self):
+        self.version = self.tls.version()
+
+
+def tls_client_one_segment(addr, header, ctx, payload, out):
+    """A TLS client that sends the PROXY header and its ClientHello in ONE
+    send (memory BIOs), then completes the handshake, sends ``payload`` and
+    reads the answer into ``out``."""
+    inc, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, outgoing, server_hostname="localhost")
+    with socket.create_connection(addr, timeout=10) as s:
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = outgoing.read()
+        out["first_send"] = len(header) + len(hello)
+        s.sendall(header + hello)
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    s.sendall(pending)
+                data = s.recv(65536)
+                if not data:
+                    raise ConnectionError("server closed during the handshake") from None
+                inc.write(data)
+        pending = outgoing.read()
+        obj.write(payload)
+        s.sendall(pending + outgoing.read())
+        answer = b""
+        while not answer.endswith(b"\r\n"):
+            try:
+                answer += obj.read(65536)
+            except ssl.SSLWantReadError:
+                data = s.recv(65536)
+                if not data:
+                    break
+                inc.write(data)
+        out["answer"] = answer
+        out["version"] = obj.version()
+
+
+@pytest.mark.parametrize("name", ["v1-tcp4", "v2-tcp6"])
+def test_tls_listener_with_the_client_hello_in_the_header_s_segment(server, certs, name):
+    ca, cert = certs
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(sctx)
+    cctx = ssl.create_default_context()
+    ca.configure_trust(cctx)
+    server.listen("tls://127.0.0.1:0", handler=TlsRecorder, ssl_context=sctx)
+    out = {}
+    client = in_thread(lambda: tls_client_one_segment(server.addr, VALID[name], cctx, REQUEST, out))
+    run(lambda: client["done"])
+    client["thread"].join(10)
+    assert client["error"] is None
+    obj = server.made[0]
+    assert bytes(obj.got) == REQUEST and obj.version == out["version"]
+    peer = "203.0.113.7:41000" if name == "v1-tcp4" else "[2001:db8::7]:4242"
+    assert obj.seen[1] == peer and out["answer"] == f"peer {peer}\r\n".encode()
+
+
+def test_tls_listener_with_the_header_sent_apart(server, certs):
+    ca, cert = certs
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(sctx)
+    cctx = ssl.create_default_context()
+    ca.configure_trust(cctx)
+    server.listen("tls://127.0.0.1:0", handler=TlsRecorder, ssl_context=sctx)
+    out = {}
+
+    def client():
+        with socket.create_connection(server.addr, timeout=10) as raw:
+            raw.sendall(v2_tcp4(tlvs=TLVS))
+            with cctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(REQUEST)
+                out["answer"] = s.recv(100)
+
+    state = in_thread(client)
+    run(lambda: state["done"])
+    state["thread"].join(10)
+    assert state["error"] is None
+    assert out["answer"] == b"peer 203.0.113.7:41000\r\n"
+    assert server.made[0].header.tlv(PP2_TYPE_AUTHORITY) == b"example.com"
+
+
+def test_tls_listener_refuses_a_client_hello_without_header(server, certs):
+    ca, cert = certs
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(sctx)
+    cctx = ssl.create_default_context()
+    ca.configure_trust(cctx)
+    server.listen("tls://127.0.0.1:0", handler=TlsRecorder, ssl_context=sctx)
+
+    def client():
+        with socket.create_connection(server.addr, timeout=10) as raw:
+            with cctx.wrap_socket(raw, server_hostname="localhost"):
+                pass
+
+    state = in_thread(client)
+    run(lambda: state["done"] and server.readers and server.reason(server.readers[0]) is not None)
+    state["thread"].join(10)
+    assert server.reason(server.readers[0]).startswith("proxy_protocol: no PROXY header")
+    assert "b'\\x16\\x03" in server.reason(server.readers[0])  # a TLS record: the hint is in the reason
+    assert isinstance(state["error"], (OSError, ssl.SSLError)) and not server.made
