@@ -15,6 +15,17 @@ request (HTTP/1.0 with Connection: close, as Perlbal speaks to backends),
 the response streamed back with back-pressure (the backend is not read
 while the client is more than 256 KiB behind), 502 when a backend fails.
 Idle clients are closed after --idle-timeout seconds.
+
+Slow clients (slowloris, slow bodies, slow readers): each phase of a
+connection has its own limit, as in nginx and Apache's mod_reqtimeout.  The
+request line and headers are due within --header-timeout seconds of the
+connection's start (or of the request's first byte), a body within
+--body-timeout seconds plus 1 s per --body-min-rate bytes received, and a
+keep-alive connection is closed after --keepalive-timeout seconds without a
+new request.  Until it is sending a response, a connection is marked as not
+yet productive (set_deadline), so that when descriptors run short the
+listener sheds the oldest such connections first; a response that the
+client stops taking is closed after --send-timeout seconds.
 """
 import argparse
 import itertools
@@ -68,6 +79,11 @@ def byte_range(spec, size):
 
 class HttpClient(danga.Socket):
     max_idle_time = 30
+    # Each phase's limit in seconds (0: none); main() sets them from the flags.
+    header_timeout = 20.0
+    body_timeout = 20.0
+    body_min_rate = 500.0  # bytes per second that earn the body 1 s more
+    keepalive_timeout = 15.0
 
     def __init__(self, sock):
         super().__init__(sock)
@@ -75,6 +91,8 @@ class HttpClient(danga.Socket):
         self.pending = deque()
         self.busy = False
         self.sending = None  # (file fd, offset, bytes left) while sendfile runs
+        self.phase = None
+        self.enter("header")  # the first request's head is due header_timeout after the connection's start
         self.watch_read(True)
 
     def event_read(self):
@@ -93,6 +111,8 @@ class HttpClient(danga.Socket):
         while not self.busy and self.pending and not self.closed:
             req = self.pending.popleft()
             self.busy = True
+            if self.phase != "respond":
+                self.enter("respond")
             try:
                 if config["backends"]:
                     proxy(self, req)
@@ -102,6 +122,61 @@ class HttpClient(danga.Socket):
                 self.refuse(e.status, req.keep_alive)
         if not self.pending and not self.closed and not self.watching_read:
             self.watch_read(True)
+        if not self.closed:
+            self.follow_phase()
+
+    # A connection is in one phase at a time:
+    #   header     the request line and headers are arriving
+    #   body       the request body is arriving
+    #   keepalive  waiting for the next request
+    #   respond    a response is being sent
+    # Entering a phase sets its deadline (one set_deadline call; the deadline
+    # closes the connection with reason "<phase>_timeout").  Every phase but
+    # "respond" marks the connection as not yet productive, so that the
+    # listener sheds it first when descriptors run short.
+
+    def follow_phase(self):
+        """After each read and each response: enter the phase the connection is now in."""
+        buf = self.parser.buf  # the bytes of the request not yet complete
+        if self.busy or self.pending:
+            phase = "respond"
+        elif self.phase == "body":  # (a complete body would be a pending request)
+            return self.extend_body()
+        elif buf:
+            phase = "body" if b"\r\n\r\n" in buf else "header"
+        else:
+            phase = "header" if self.phase == "header" else "keepalive"
+        if phase != self.phase:
+            self.enter(phase)
+
+    def enter(self, phase):
+        self.phase = phase
+        if phase == "respond":
+            return self.set_deadline(None)  # productive: --send-timeout watches a reader that stalls
+        if phase == "body":
+            self.body_head = self.parser.buf.index(b"\r\n\r\n") + 4
+            self.body_start = monotonic()
+            self.body_due = self.body_start + self.body_timeout  # when the deadline set below fires
+        seconds = {"header": self.header_timeout, "body": self.body_timeout,
+                   "keepalive": self.keepalive_timeout}[phase]
+        if seconds:
+            self.set_deadline(seconds, f"{phase}_timeout")
+        else:  # no deadline, but shed first all the same
+            self.set_deadline(None)
+            self.mark_unproductive()
+
+    def extend_body(self):
+        """The body earns 1 s more per body_min_rate bytes received (mod_reqtimeout's
+        MinRate).  The deadline is moved only once less than half of body_timeout
+        is left: a few set_deadline calls per body, not one per read."""
+        if not (self.body_timeout and self.body_min_rate):
+            return
+        now = monotonic()
+        received = len(self.parser.buf) - self.body_head
+        due = self.body_start + self.body_timeout + received / self.body_min_rate
+        if due > self.body_due and self.body_due - now < self.body_timeout / 2:
+            self.body_due = due
+            self.set_deadline(due - now, "body_timeout")
 
     def finished(self, keep_alive):
         """The response is queued; go on with the next request, or close."""
@@ -360,6 +435,18 @@ def main():
     ap.add_argument("--idle-timeout", type=float, default=30)
     ap.add_argument("--cache-ttl", type=float, default=CACHE_TTL,
                     help="seconds to reuse small files' responses (0: off)")
+    ap.add_argument("--header-timeout", type=float, default=20,
+                    help="seconds for the request line and headers, from the connection's start or the "
+                         "request's first byte (nginx client_header_timeout, mod_reqtimeout header=20; 0: off)")
+    ap.add_argument("--body-timeout", type=float, default=20,
+                    help="seconds for a request body, plus 1 s per --body-min-rate bytes received "
+                         "(mod_reqtimeout body=20,MinRate=500; 0: off)")
+    ap.add_argument("--body-min-rate", type=float, default=500,
+                    help="bytes per second of body that earn it 1 s more (0: a fixed --body-timeout)")
+    ap.add_argument("--keepalive-timeout", type=float, default=15,
+                    help="seconds a keep-alive connection may wait for its next request (0: off); 15 as in "
+                         "Apache 1.x-2.0 and the CIS benchmark's ceiling: enough for a browser's next request, "
+                         "short enough that idle connections do not hold descriptors (nginx's 75 s does)")
     ap.add_argument("--send-timeout", type=float, default=60,
                     help="close a client that takes no byte of its response for this long (0: off)")
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
@@ -375,6 +462,8 @@ def main():
         config["backends"] = args.proxy_to.split(",")
     HttpClient.max_idle_time = Backend.max_idle_time = args.idle_timeout
     HttpClient.send_timeout = args.send_timeout
+    HttpClient.header_timeout, HttpClient.keepalive_timeout = args.header_timeout, args.keepalive_timeout
+    HttpClient.body_timeout, HttpClient.body_min_rate = args.body_timeout, args.body_min_rate
     CACHE_TTL = args.cache_ttl
     scheme, tls = ("tls", {"certfile": args.tls_cert, "keyfile": args.tls_key}) if args.tls_cert else ("tcp", {})
     limit = danga.raise_fd_limit()  # 1024 is a common default: a few hundred slow clients exhaust it
