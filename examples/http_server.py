@@ -4,11 +4,12 @@
     python examples/http_server.py --port 8080 --proxy-to 127.0.0.1:8001,127.0.0.1:8002
 
 Static files: GET and HEAD, keep-alive and pipelining, Content-Length, single
-byte ranges (206/416), 400/403/404/405/413/414/431 answers, no path that
-resolves outside the root (``..``, symlinks), a directory served by its
-index.html or refused.  Files over 32 KiB go out with os.sendfile (smaller
-ones in the same write as the headers: fewer syscalls, one TCP segment; their
-responses are reused for a second, so a changed file shows within 1 s).
+byte ranges (206/416), 400/403/404/405/413/414/431 answers (503 when out of
+descriptors), no path that resolves outside the root (``..``, symlinks), a
+directory served by its index.html or refused.  Files over 32 KiB go out
+with os.sendfile (smaller ones in the same write as the headers: fewer
+syscalls, one TCP segment; their responses are reused for a second, so a
+changed file shows within 1 s).
 
 Reverse proxy: round-robin over the backends, one backend connection per
 request (HTTP/1.0 with Connection: close, as Perlbal speaks to backends),
@@ -28,6 +29,7 @@ listener sheds the oldest such connections first; a response that the
 client stops taking is closed after --send-timeout seconds.
 """
 import argparse
+import errno
 import itertools
 import mimetypes
 import os
@@ -45,7 +47,8 @@ BEHIND = 256 * 1024
 HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding"}
 REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large", 414: "URI Too Long",
-           416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}
+           416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
+           503: "Service Unavailable"}
 
 config = {"root": None, "backends": None}
 
@@ -214,6 +217,10 @@ class HttpClient(danga.Socket):
             raise HttpError(404, "Not Found") from None
         except (PermissionError, IsADirectoryError):
             raise HttpError(403, "Forbidden") from None
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):  # out of descriptors: the client may retry
+                raise HttpError(503, "Service Unavailable") from None
+            raise
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):

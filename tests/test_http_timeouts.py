@@ -14,17 +14,18 @@ import pytest
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "http_server.py"
 
 
-def start_http(root, *args, backend, log, nofile=None):
-    """Start examples/http_server.py on a free port, its stderr into ``log``,
-    under RLIMIT_NOFILE=``nofile`` (soft and hard: the example cannot raise
-    it) if given; return (process, port) once it listens."""
+def start_http(root, *args, backend, log, nofile=None, command=None):
+    """Start examples/http_server.py (or ``command``, a list that runs it)
+    on a free port, its stderr into ``log``, under RLIMIT_NOFILE=``nofile``
+    (soft and hard: the example cannot raise it) if given; return (process,
+    port) once it listens."""
 
     def limit():
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     err = open(log, "w")
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--port", "0", "--root", str(root), *args],
+    proc = subprocess.Popen([*(command or [sys.executable, str(EXAMPLE)]), "--port", "0", "--root", str(root), *args],
                             stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=limit,
                             env={**os.environ, "DANGA_POLLER": backend})
     err.close()
