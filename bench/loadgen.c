@@ -25,8 +25,18 @@
  *                         ignored.  "msgs" (and "handshakes") is the number of
  *                         handshakes completed in the measured interval, and
  *                         p50/p99 is connect-to-echo.
- * The client verifies nothing: it is a benchmark against a throwaway
- * certificate made for the run, on loopback.
+ *   LOADGEN_CHURN=N       each active connection closes after N round trips
+ *                         (once nothing is in flight) and a new one is made
+ *                         in its place, with one connect attempt: a refused
+ *                         connect is counted ("refused"), not retried.  A
+ *                         connection that fails is replaced too.
+ *   LOADGEN_VERIFY=1      every echoed byte is compared with what was sent
+ *                         ("mismatches").
+ * Failures are also counted by kind: "resets" (ECONNRESET), "eofs" (the
+ * server closed a connection with messages outstanding), "refused"; and
+ * "connections" is how many connections were made in all.  (TLS: the client
+ * verifies no certificate; it is a benchmark against a throwaway one made for
+ * the run, on loopback.)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -60,6 +70,8 @@ typedef struct {
     int read_wants_out;    /* SSL_read asked for writability */
     int state;             /* handshake mode: HS_CONNECT, HS_SHAKE, HS_PING, HS_DRAIN */
     double t0;             /* handshake mode: when the connect began */
+    uint64_t recv_off;     /* bytes received on this connection (LOADGEN_VERIFY) */
+    uint64_t done;         /* round trips completed on this connection (LOADGEN_CHURN) */
 } conn_t;
 
 enum { HS_CONNECT, HS_SHAKE, HS_PING, HS_DRAIN };
@@ -72,6 +84,9 @@ static double *lat;
 static size_t nlat, caplat;
 static int measuring;
 static uint64_t msgs, bytes_in, errors;
+static uint64_t resets, eofs, refused, mismatches, connections;
+static uint64_t CHURN;
+static int VERIFY;
 static SSL_CTX *tls_ctx; /* NULL: plain TCP */
 static char rbuf[1 << 20];
 
@@ -140,6 +155,22 @@ static int dial(const char *host, int port, int nonblock) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     if (nonblock) fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+/* One blocking connect attempt (LOADGEN_CHURN): -1 if refused or failed. */
+static int dial_once(const char *host, int port) {
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) { close(fd); return -1; }
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    connections++;
     return fd;
 }
 
@@ -398,6 +429,25 @@ static void queue_msg(conn_t *c, double t) {
     c->pending += SIZE;
 }
 
+/* LOADGEN_CHURN: close c and make a new connection in its place (a plain TCP one). */
+static void replace(int ep, conn_t *c, const char *host, int port, double t) {
+    close(c->fd);
+    c->pending = c->sent_off = c->got = c->recv_off = c->done = 0;
+    c->head = c->count = 0;
+    c->want_out = 0;
+    for (;;) {
+        c->fd = dial_once(host, port);
+        if (c->fd >= 0) break;
+        refused++;
+        errors++;
+        usleep(1000);
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    for (int k = 0; k < INFLIGHT; k++) queue_msg(c, t);
+    flush(ep, c);
+}
+
 int main(int argc, char **argv) {
     if (argc != 10) {
         fprintf(stderr, "usage: loadgen HOST PORT CONNS SIZE INFLIGHT SECONDS WARMUP IDLE SERVER_PID\n");
@@ -422,6 +472,11 @@ int main(int argc, char **argv) {
         if (!tls_ctx) { ERR_print_errors_fp(stderr); return 1; }
     }
     if (hs_mode) return run_handshakes(host, port, nconn, seconds, warmup, spids);
+    const char *churn_env = getenv("LOADGEN_CHURN"), *verify_env = getenv("LOADGEN_VERIFY");
+    CHURN = churn_env ? strtoull(churn_env, 0, 10) : 0;
+    VERIFY = verify_env && *verify_env && strcmp(verify_env, "0") != 0;
+    if (CHURN && tls_ctx) { fprintf(stderr, "LOADGEN_CHURN is for plain TCP only\n"); return 2; }
+    signal(SIGPIPE, SIG_IGN);
 
     SBUF = SIZE * INFLIGHT < 65536 ? 65536 : SIZE * INFLIGHT;
     sbuf = malloc(SBUF);
@@ -448,6 +503,7 @@ int main(int argc, char **argv) {
         conn_t *c = &cs[i];
         c->fd = dial(host, port, 1);
         if (c->fd < 0) { fprintf(stderr, "connect failed\n"); return 1; }
+        connections++;
         if (tls_ctx && tls_handshake_wait(c) < 0) { fprintf(stderr, "TLS handshake failed\n"); return 1; }
         c->stamps = calloc(INFLIGHT, sizeof(double));
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -482,8 +538,16 @@ int main(int argc, char **argv) {
                 if (r <= 0) {
                     if (r < 0 && errno == EAGAIN) continue;
                     errors++;
+                    if (r < 0 && errno == ECONNRESET) resets++;
+                    else if (r == 0) eofs++;
                     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, 0);
+                    if (CHURN) replace(ep, c, host, port, tn);
                     continue;
+                }
+                if (VERIFY) {
+                    for (ssize_t k = 0; k < r; k++)
+                        if (rbuf[k] != sbuf[(c->recv_off + k) % SBUF]) { mismatches++; errors++; break; }
+                    c->recv_off += r;
                 }
                 bytes_in += r;
                 c->got += r;
@@ -492,11 +556,17 @@ int main(int argc, char **argv) {
                     double sent = c->stamps[c->head];
                     c->head = (c->head + 1) % INFLIGHT;
                     c->count--;
+                    c->done++;
                     if (measuring) {
                         msgs++;
                         if (nlat < caplat) lat[nlat++] = tn - sent;
                     }
-                    queue_msg(c, tn);
+                    if (!CHURN || c->done + c->count < CHURN) queue_msg(c, tn);
+                }
+                if (CHURN && c->done >= CHURN && !c->count) {
+                    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, 0);
+                    replace(ep, c, host, port, tn);
+                    continue;
                 }
                 flush(ep, c);
             }
@@ -509,9 +579,11 @@ int main(int argc, char **argv) {
     printf("{\"seconds\": %.4f, \"msgs\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.2f, "
            "\"p50_us\": %.1f, \"p99_us\": %.1f, \"errors\": %llu, "
            "\"server_user_s\": %.4f, \"server_sys_s\": %.4f, "
-           "\"rss_before_kib\": %ld, \"rss_idle_kib\": %ld, \"idle_connections\": %d}\n",
+           "\"rss_before_kib\": %ld, \"rss_idle_kib\": %ld, \"idle_connections\": %d, "
+           "\"resets\": %llu, \"eofs\": %llu, \"refused\": %llu, \"mismatches\": %llu, \"connections\": %llu}\n",
            el, (unsigned long long)msgs, msgs / el, bytes_in / el / 1e6, p50 * 1e6, p99 * 1e6,
            (unsigned long long)errors, (double)(ut1 - ut0) / hz, (double)(st1 - st0) / hz,
-           rss0, rss1, idle_ok);
+           rss0, rss1, idle_ok, (unsigned long long)resets, (unsigned long long)eofs,
+           (unsigned long long)refused, (unsigned long long)mismatches, (unsigned long long)connections);
     return 0;
 }

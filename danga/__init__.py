@@ -8,6 +8,7 @@ CamelCase names are the Danga::Socket spellings, for line-by-line ports.
 from __future__ import annotations
 
 from . import workers
+from .activation import listen_fds
 from .api import (add_other_fds, add_periodic_timer, add_timer, call_from_thread, descriptor_map, event_loop,
                   have_epoll, loop_passes, next_tick, other_fds, poller_name, raise_fd_limit, remove_other_fd, reset,
                   set_error_handler, set_loop_timeout, set_post_loop_callback, stop, to_close, watched_sockets)
@@ -36,7 +37,7 @@ __all__ = [
     "Framer", "FrameError", "LengthPrefixed", "Lines", "add_periodic_timer", "next_tick",
     "defer", "set_thread_pool_size", "serve", "workers", "call_from_thread",
     "add_signal_handler", "remove_signal_handler",
-    "event_loop", "stop", "raise_fd_limit", "add_timer", "add_other_fds", "remove_other_fd", "other_fds",
+    "event_loop", "stop", "raise_fd_limit", "listen_fds", "add_timer", "add_other_fds", "remove_other_fd", "other_fds",
     "set_loop_timeout", "set_post_loop_callback", "set_error_handler", "descriptor_map",
     "watched_sockets", "to_close", "reset", "poller_name", "have_epoll", "loop_passes",
     "READ", "WRITE", "ERR", "HUP", "POLLIN", "POLLOUT", "POLLERR", "POLLHUP",
