@@ -196,7 +196,9 @@ class Listener(Socket):
             if pressed:  # shed before the new one is marked: it is never the one shed
                 self._shed(f"{fd + 1} descriptors in use", fd + 1 - self.__shed_at)
             if self.proxy_protocol:
-                proxyproto.expect_header(conn, self.proxy_timeout, self.hand_over)
+                reader = proxyproto.expect_header(conn, self.proxy_timeout, self.hand_over)
+                if reader is not None:
+                    self.__children.add(reader)  # counted by max_connections and waited for by drain()
             else:
                 self.hand_over(conn)
             if pressed:
