@@ -444,10 +444,11 @@ def main():
                     help="seconds to reuse small files' responses (0: off)")
     ap.add_argument("--header-timeout", type=float, default=20,
                     help="seconds for the request line and headers, from the connection's start or the "
-                         "request's first byte (nginx client_header_timeout, mod_reqtimeout header=20; 0: off)")
+                         "request's first byte (Apache mod_reqtimeout header=20; nginx client_header_timeout, "
+                         "60 s; 0: off)")
     ap.add_argument("--body-timeout", type=float, default=20,
                     help="seconds for a request body, plus 1 s per --body-min-rate bytes received "
-                         "(mod_reqtimeout body=20,MinRate=500; 0: off)")
+                         "(Apache mod_reqtimeout body=20,MinRate=500; 0: off)")
     ap.add_argument("--body-min-rate", type=float, default=500,
                     help="bytes per second of body that earn it 1 s more (0: a fixed --body-timeout)")
     ap.add_argument("--keepalive-timeout", type=float, default=15,
