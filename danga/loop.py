@@ -64,8 +64,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from contextlib import contextmanager
 from time import monotonic
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from . import pollers
 from .contract import ByteChannel, Service, SocketSide
@@ -281,43 +282,61 @@ class Loop:
     def run(self) -> None:
         """Run passes until a post-loop callback returns false or ``stop()``.
         (``danga.event_loop()`` adds Ctrl-C handling around it.)"""
+        with self.driven():
+            run_once = self.run_once
+            while run_once():
+                pass
+
+    @contextmanager
+    def driven(self) -> Iterator[None]:
+        """Hold the loop as running while a driver calls ``run_once()``:
+        ``run()`` itself, or danga.aio's asyncio loop (whose waiting is this
+        loop's pass).  A second ``run()`` meanwhile raises RuntimeError; a
+        ``stop()`` is forgotten at the end."""
         if self._running:
-            raise RuntimeError("danga: event_loop() is already running")
-        poller = self.poller()
+            raise RuntimeError("danga: event_loop() is already running (or a danga.aio loop is driving it)")
+        self.poller()
         if self._ready:  # handed over before the loop could be woken
             self._run_ready()
         self._running = True
-        dmap_get = self.descriptor_map.get
-        fresh = self._fresh
         try:
-            while True:
-                events = poller.poll(self._run_timers())
-                self.passes += 1
-                if events:
-                    self._dispatching = True
-                    it = iter(events)
-                    for fd, mask in zip(it, it):
-                        obj = dmap_get(fd)
-                        if obj is None or (fresh and fd in fresh):
-                            self._unowned_event(fd, mask)
-                            continue
-                        try:
-                            if mask == READ and not obj.closed:
-                                obj.event_read()
-                            else:
-                                obj.loop_dispatch(mask)
-                        except Exception as exc:
-                            self.report_error(obj, exc)
-                    self._dispatching = False
-                    if fresh:
-                        fresh.clear()
-                if (self._push_back or self._to_close or self._plc or self.post_loop_callback is not None
-                        or self._stop) and not self._post_loop():
-                    break
+            yield
         finally:
             self._dispatching = False
             self._running = False
             self._stop = False
+
+    def run_once(self, timeout_ms: int = -1) -> bool:
+        """One pass, waiting at most ``timeout_ms`` for events (-1: as long
+        as the loop timeout and the timers allow).  Returns False when the
+        loop should end: a post-loop callback returned false, or ``stop()``.
+        Call it inside ``driven()``."""
+        poller = self._poller or self.poller()
+        events = poller.poll(self._run_timers(timeout_ms))
+        self.passes += 1
+        if events:
+            dmap_get = self.descriptor_map.get
+            fresh = self._fresh
+            self._dispatching = True
+            it = iter(events)
+            for fd, mask in zip(it, it):
+                obj = dmap_get(fd)
+                if obj is None or (fresh and fd in fresh):
+                    self._unowned_event(fd, mask)
+                    continue
+                try:
+                    if mask == READ and not obj.closed:
+                        obj.event_read()
+                    else:
+                        obj.loop_dispatch(mask)
+                except Exception as exc:
+                    self.report_error(obj, exc)
+            self._dispatching = False
+            if fresh:
+                fresh.clear()
+        if self._push_back or self._to_close or self._plc or self.post_loop_callback is not None or self._stop:
+            return self._post_loop()
+        return True
 
     def _unowned_event(self, fd: int, mask: int) -> None:
         if fd == self._wake_r:
@@ -341,8 +360,9 @@ class Loop:
     def _report_timer_error(self, exc: BaseException, what: str) -> None:
         self.report_error(None, exc, what)
 
-    def _run_timers(self) -> int:
-        """Run the due timers; return the poll timeout in ms."""
+    def _run_timers(self, cap: int = -1) -> int:
+        """Run the due timers; return the poll timeout in ms (at most
+        ``cap`` unless it is -1)."""
         now = self.now = monotonic()
         timers = self.timers
         # a timer that ran may have changed what the post-loop step sees: don't wait
@@ -351,6 +371,8 @@ class Loop:
             return 0
         deadline = timers.next_deadline()
         timeout = self.loop_timeout
+        if cap >= 0 and (timeout < 0 or cap < timeout):
+            timeout = cap
         if deadline is None:
             return timeout
         ms = delay_to_ms(deadline - monotonic())
