@@ -701,3 +701,14 @@ def test_asyncio_work_waits_without_spinning_while_plain_danga_runs():
         aio.close()
         a.close()
         b.close()
+
+
+def test_subprocesses_with_pipes():
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", "echo started; cat; exit 3",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate(b"through the pipe\n")
+        return out, proc.returncode
+
+    assert run(main()) == (b"started\nthrough the pipe\n", 3)
