@@ -712,3 +712,56 @@ def test_subprocesses_with_pipes():
         return out, proc.returncode
 
     assert run(main()) == (b"started\nthrough the pipe\n", 3)
+
+
+def test_tls_streams_and_start_tls():
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def tls_echo(reader, writer):
+        line = await reader.readline()  # plain text first, then the upgrade
+        writer.write(line)
+        await writer.drain()
+        await writer.start_tls(server_ctx)
+        await _echo_handler(reader, writer)
+
+    async def main():
+        server = await asyncio.start_server(tls_echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"STARTTLS\n")
+            assert await reader.readline() == b"STARTTLS\n"
+            await writer.start_tls(client_ctx, server_hostname="localhost")
+            assert writer.get_extra_info("ssl_object") is not None
+            payload = pattern(1_000_000)
+            writer.write(payload)
+            await writer.drain()
+            assert await reader.readexactly(len(payload)) == payload
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_debug_mode_reports_slow_callbacks(caplog):
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert loop.get_debug()
+        loop.slow_callback_duration = 0.01
+        loop.call_soon(time.sleep, 0.05)
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        danga.aio.run(main(), debug=True)
+    assert any("took" in r.getMessage() for r in caplog.records)

@@ -33,6 +33,7 @@ import math
 import selectors
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
+from .. import loop as _loop
 from ..loop import Loop
 from ..pollers import ERR, HUP, READ, WRITE
 
@@ -107,9 +108,7 @@ class DangaSelector(selectors.BaseSelector):
         if self.closed:
             raise RuntimeError("danga.aio: the selector is closed (the asyncio loop was closed)")
         loop = self.dloop
-        from .. import loop as _loop  # the module, for current(): it changes at every reset()
-
-        if _loop.current() is not loop:
+        if _loop.current() is not loop:  # current() changes at every reset()
             raise RuntimeError(
                 "danga.aio: danga.reset() was called while this asyncio loop was open, so its "
                 "descriptors were dropped; close the asyncio loop before danga.reset() and make a new one")
@@ -138,7 +137,7 @@ class DangaSelector(selectors.BaseSelector):
 
         def on_event(mask: int) -> None:
             if self._selecting:
-                ready[fd] = ready.get(fd, 0) | mask
+                ready[fd] = mask  # one report per fd per wait
             else:
                 self._park(fd)
 
@@ -187,8 +186,6 @@ class DangaSelector(selectors.BaseSelector):
         return key
 
     def _attached(self) -> bool:
-        from .. import loop as _loop
-
         return _loop.current() is self.dloop
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -213,7 +210,9 @@ class DangaSelector(selectors.BaseSelector):
     def select(self, timeout: Optional[float] = None) -> List[Tuple[selectors.SelectorKey, int]]:
         """Run one danga pass waiting at most ``timeout`` seconds (None:
         until something happens); return the ready asyncio descriptors."""
-        loop = self._check()
+        loop = self.dloop
+        if self.closed or _loop.current() is not loop:
+            self._check()  # raises, saying why
         if timeout is None:
             ms = -1
         elif timeout <= 0:
