@@ -765,3 +765,137 @@ def test_debug_mode_reports_slow_callbacks(caplog):
     with caplog.at_level("WARNING", logger="asyncio"):
         danga.aio.run(main(), debug=True)
     assert any("took" in r.getMessage() for r in caplog.records)
+
+
+class _Recorder(asyncio.Protocol):
+    """A protocol that records what happens to it."""
+
+    def __init__(self, keep_open_on_eof=False, fail_on=None):
+        loop = asyncio.get_running_loop()
+        self.keep_open_on_eof = keep_open_on_eof
+        self.fail_on = fail_on
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+        self.got = bytearray()
+        self.events = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        if self.fail_on is not None and self.fail_on in data:
+            raise ValueError("the protocol failed")
+        self.got += data
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(None)
+        return self.keep_open_on_eof
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+async def _pair_of_protocols(server_kwargs=None, client_kwargs=None):
+    loop = asyncio.get_running_loop()
+    server_protocols = []
+
+    def factory():
+        p = _Recorder(**(server_kwargs or {}))
+        server_protocols.append(p)
+        return p
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, client = await loop.create_connection(lambda: _Recorder(**(client_kwargs or {})), "127.0.0.1", port)
+    while not server_protocols:
+        await asyncio.sleep(0.001)
+    await server_protocols[0].made
+    return server, server_protocols[0], client
+
+
+def test_stream_transports_are_danga_sockets():
+    from danga.aio.transport import SocketTransport
+
+    async def main():
+        server, srv, client = await _pair_of_protocols()
+        for p in (srv, client):
+            assert isinstance(p.transport, SocketTransport)
+            assert danga.descriptor_map()[p.transport.danga_socket.fd] is p.transport.danga_socket
+            assert p.transport.get_extra_info("peername") is not None
+            assert p.transport.get_extra_info("socket").fileno() == p.transport.danga_socket.fd
+        client.transport.write(b"to the server")
+        while bytes(srv.got) != b"to the server":
+            await asyncio.sleep(0.001)
+        client.transport.close()
+        assert await client.lost is None and await srv.lost is None
+        assert client.events == ["made", "lost"] and srv.events == ["made", "eof", "lost"]
+        server.close()
+        await server.wait_closed()
+        assert not [s for s in danga.descriptor_map().values() if not s.closed]
+
+    run(main())
+
+
+def test_a_peer_that_never_reads_hits_dangas_output_limit():
+    async def main():
+        server, srv, client = await _pair_of_protocols()
+        srv.transport.pause_reading()
+        client.transport.danga_socket.write_buffer_limit = 1 << 20
+        client.transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing: the limit must act
+        chunk = b"q" * 65536
+        for _ in range(1000):  # 64 MB; the kernel's buffers hold a few MB at most
+            if client.transport.is_closing():
+                break
+            client.transport.write(chunk)
+        exc = await client.lost
+        assert isinstance(exc, ConnectionError) and "write_buffer_limit" in str(exc)
+        assert client.transport.danga_socket.close_reason == "write_buffer_limit"
+        srv.transport.close()
+        await srv.lost
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_a_failing_protocol_reaches_the_exception_handler_and_is_aborted():
+    async def main():
+        loop = asyncio.get_running_loop()
+        contexts = []
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        server, srv, client = await _pair_of_protocols(server_kwargs={"fail_on": b"boom"})
+        client.transport.write(b"boom")
+        await srv.lost
+        await client.lost
+        assert [type(c.get("exception")) for c in contexts] == [ValueError]
+        server.close()
+        await server.wait_closed()
+        loop.set_exception_handler(None)
+
+    run(main())
+
+
+def test_half_close_eof_received_true_keeps_the_transport_writable():
+    async def main():
+        server, srv, client = await _pair_of_protocols(server_kwargs={"keep_open_on_eof": True},
+                                                       client_kwargs={"keep_open_on_eof": False})
+        client.transport.write(b"request")
+        client.transport.write_eof()
+        await srv.eof
+        assert bytes(srv.got) == b"request"
+        assert not srv.transport.is_closing()
+        big = pattern(2_000_000)
+        srv.transport.write(big)  # still allowed after the peer's EOF
+        srv.transport.close()  # sends what is queued, then closes
+        assert await srv.lost is None
+        await client.lost
+        assert bytes(client.got) == big
+        server.close()
+        await server.wait_closed()
+
+    run(main())

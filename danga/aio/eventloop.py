@@ -2,10 +2,13 @@
 
 The class is asyncio's ``SelectorEventLoop`` (on Unix: its Unix flavour,
 with Unix sockets, pipes and subprocesses) given a ``DangaSelector``, so
-every transport, stream, server and datagram endpoint is asyncio's own code
-and behaves exactly as asyncio documents; only the waiting is danga's (see
+servers, datagram endpoints, pipes, subprocesses and TLS are asyncio's own
+code and behave as asyncio documents; the waiting is danga's (see
 selector.py).  What the class changes:
 
+* TCP and Unix stream connections get danga's transports (transport.py):
+  each is a danga Socket, read in the pass and written through danga's
+  write path, with its output limit and deferred close;
 * running it runs danga: ``run_forever()`` (and so ``run_until_complete``,
   ``asyncio.run``, ``asyncio.Runner``) holds the danga loop as running
   (``Loop.driven()``), and every iteration is one danga pass.  Calling
@@ -38,6 +41,7 @@ from .. import loop as _loop
 from .. import signals as _signals
 from ..threads import ThreadPool
 from .selector import DangaSelector
+from .transport import SocketTransport
 
 T = TypeVar("T")
 
@@ -100,6 +104,12 @@ class DangaEventLoop(asyncio.SelectorEventLoop):
         self._danga_selector._check()
         with self._danga_selector.dloop.driven():
             super().run_forever()
+
+    # -- stream transports: danga Sockets (transport.py) ----------------------------
+
+    def _make_socket_transport(self, sock: Any, protocol: Any, waiter: Any = None, *,
+                               extra: Any = None, server: Any = None) -> SocketTransport:
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- the thread pool ------------------------------------------------------
 
