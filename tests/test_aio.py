@@ -899,3 +899,30 @@ def test_half_close_eof_received_true_keeps_the_transport_writable():
         await server.wait_closed()
 
     run(main())
+
+
+def test_a_connection_reset_before_connection_made_still_calls_it_first():
+    import struct
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        client = socket.create_connection(lsock.getsockname())
+        conn, _ = lsock.accept()
+        lsock.close()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, waiting for the server's end
+        protocol = None
+
+        def factory():
+            nonlocal protocol
+            protocol = _Recorder()
+            return protocol
+
+        await loop.connect_accepted_socket(factory, conn)
+        await protocol.lost
+        assert protocol.events[0] == "made" and protocol.events[-1] == "lost"
+
+    run(main())

@@ -111,13 +111,15 @@ class SocketTransport(asyncio.Transport):
         loop.call_soon(self._start, waiter)
 
     def _start(self, waiter: Optional["asyncio.Future[None]"]) -> None:
-        if self._lost:
-            return
+        # connection_made always comes first, even for a connection already
+        # lost (a reset reported before this ran): its connection_lost was
+        # scheduled after this call
         try:
             self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
         except BaseException as exc:
             self._fatal(exc, "connection_made() raised")
-            raise
         if not self._closing and not self._reading_paused:
             self._dsock.watch_read(True)
         if waiter is not None and not waiter.cancelled():
@@ -329,9 +331,6 @@ class SocketTransport(asyncio.Transport):
     def _force_close(self, exc: Optional[BaseException]) -> None:
         """What asyncio's TLS layer calls on a fatal error: abort."""
         self.abort()
-
-    def __del__(self, _warn: Any = None) -> None:
-        pass  # the danga socket belongs to the loop's map until it is closed
 
 
 def _takes_transport(server: Any) -> bool:
