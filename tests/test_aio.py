@@ -714,7 +714,7 @@ def test_subprocesses_with_pipes():
     assert run(main()) == (b"started\nthrough the pipe\n", 3)
 
 
-def test_tls_streams_and_start_tls():
+def _tls_contexts():
     trustme = pytest.importorskip("trustme")
     import ssl
 
@@ -724,6 +724,38 @@ def test_tls_streams_and_start_tls():
     cert.configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+def test_tls_streams():
+    server_ctx, client_ctx = _tls_contexts()
+
+    async def main():
+        server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            got = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
+                                                               server_hostname="localhost")
+                assert writer.get_extra_info("ssl_object") is not None
+                payload = pattern(1_000_000)
+                writer.write(payload)
+                await writer.drain()
+                got.append(await reader.readexactly(len(payload)) == payload)
+                writer.close()
+                await writer.wait_closed()
+            assert got == [True, True]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls() is new in Python 3.11")
+def test_start_tls_upgrades_a_plain_stream_both_ways():
+    server_ctx, client_ctx = _tls_contexts()
 
     async def tls_echo(reader, writer):
         line = await reader.readline()  # plain text first, then the upgrade
