@@ -2,6 +2,7 @@
 asyncio client against Debian's redis-server and against the example RESP
 server (examples/resp_server.py) running in the same loop."""
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -182,3 +183,50 @@ def test_redis_asyncio_against_the_example_resp_server_in_the_same_loop():
                 conn.close("test over")  # the server's end of the client's connections
 
     danga.aio.run(asyncio.wait_for(main(), BOUND))
+
+
+def test_aiohttp_server_and_client_on_danga_aio():
+    aiohttp = pytest.importorskip("aiohttp", reason="aiohttp (the test extra) is not installed")
+    from aiohttp import web
+
+    from danga.aio.transport import SocketTransport
+
+    big = os.urandom(3_000_000)
+    transports = []
+
+    async def hello(request):
+        return web.Response(text=f"hello {request.match_info['name']}")
+
+    async def upload(request):
+        body = await request.read()
+        transports.append(type(request.transport))
+        return web.Response(body=body[::-1])
+
+    async def main():
+        app = web.Application(client_max_size=16 << 20)
+        app.router.add_get("/hello/{name}", hello)
+        app.router.add_post("/upload", upload)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                texts = await asyncio.gather(*(_get_text(session, f"http://127.0.0.1:{port}/hello/{i}")
+                                               for i in range(20)))
+                assert texts == [f"hello {i}" for i in range(20)]
+                async with session.post(f"http://127.0.0.1:{port}/upload", data=big) as resp:
+                    assert resp.status == 200
+                    assert await resp.read() == big[::-1]
+            assert transports == [SocketTransport]  # the server's connection is a danga Socket
+        finally:
+            await runner.cleanup()
+
+    danga.aio.run(asyncio.wait_for(main(), BOUND))
+
+
+async def _get_text(session, url):
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        return await resp.text()
