@@ -15,10 +15,15 @@ is opaque to Python, which never touches a kevent.  The C helpers keep the
 whole changelist in C memory and do all of the translation:
 
 * ``danga_kq_register`` / ``danga_kq_unregister`` append their changes and
-  apply everything pending at once (with ``EV_RECEIPT``, no wait), so that a
-  refused registration is an errno for ``register`` to raise;
+  apply everything pending at once (no wait; an errno per change: a receipt
+  each, or under libkqueue one change per call), so that a refused
+  registration is an errno for ``register`` to raise;
 * ``danga_kq_modify`` only appends: the changes reach the kernel in the same
-  ``kevent()`` call as the next wait;
+  ``kevent()`` call as the next wait (under libkqueue, in calls of their own
+  just before it: ``danga_kq_flush``);
+* under libkqueue (``DANGA_KQ_EMULATED``) an ``EV_DELETE`` that fails while
+  its fd is open puts the fd on the ``lost`` list: libkqueue has lost track of that number in this kqueue,
+  and ``danga_kq_rebuild`` moves the registrations to a new one;
 * ``danga_kq_wait`` applies the pending changes, waits, and flattens the
   batch into (fd, danga mask) int pairs, one pair per fd: the EVFILT_READ and
   EVFILT_WRITE events of one fd are merged, ``EV_EOF`` becomes HUP/ERR the
@@ -74,6 +79,7 @@ CDEF = """
     #define DANGA_ERR ...
     #define DANGA_HUP ...
     #define DANGA_KQ_WKNOTE ...
+    #define DANGA_KQ_EMULATED ...
 
     struct kevent { ...; };
 
@@ -85,6 +91,7 @@ CDEF = """
         int *out;
         unsigned int gen; int hsize; unsigned int *hgen; int *hidx;
         int nsockerrs; int *sockerrs;
+        int nlost; int maxlost; int *lost;
         ...;
     };
     int danga_kq_open(struct danga_kq *k);
@@ -93,6 +100,8 @@ CDEF = """
     int danga_kq_modify(struct danga_kq *k, int fd, int state, int mask);
     int danga_kq_unregister(struct danga_kq *k, int fd, int state);
     int danga_kq_wait(struct danga_kq *k, int timeout_ms);
+    void danga_kq_flush(struct danga_kq *k);
+    int danga_kq_rebuild(struct danga_kq *k, int n, int *fds, int *states, int *failed);
 
 """
 
@@ -114,6 +123,14 @@ SOURCE = r"""
  * then only enabled and disabled). */
 #define DANGA_KQ_WKNOTE 0x100
 
+/* Built against libkqueue (an emulation over epoll, see kqueue.py's essay),
+ * not a kernel's kqueue. */
+#ifdef DANGA_LIBKQUEUE
+#define DANGA_KQ_EMULATED 1
+#else
+#define DANGA_KQ_EMULATED 0
+#endif
+
 struct danga_kq {
     int kq;
     int nchanges; int maxchanges; struct kevent *changes;
@@ -123,6 +140,7 @@ struct danga_kq {
     unsigned int gen; int hsize; unsigned int *hgen; int *hidx;  /* fd -> pair, per batch */
     int pipe_r; dev_t pipe_dev; ino_t pipe_ino;  /* libkqueue: the read end behind the kqueue fd */
     int nsockerrs; int *sockerrs;  /* (fd, errno) of this batch's EV_EOF fflags: the socket errors */
+    int nlost; int maxlost; int *lost;  /* libkqueue: fds this kqueue lost track of (danga_kq_apply) */
 };
 
 /* kqueue(2), close-on-exec (a kqueue is never inherited across fork on the
@@ -183,37 +201,85 @@ static void danga_kq_note_err(struct danga_kq *k, int fd, int err)
     }
 }
 
-/* Apply every pending change now, without waiting.  EV_RECEIPT gives one
- * entry per change, so nothing can be lost: errors for `fd` come back as its
- * errno; errors for other fds (deferred modifies) are kept for the next wait
- * to report as ERR. */
-static int danga_kq_apply(struct danga_kq *k, int fd, int *fd_err)
+/* Hand `m` changes to kqueue `kq` now, without waiting; afterwards each
+ * change's `data` is its errno (0: it worked).  A kernel's kqueue takes them
+ * in one call with a receipt each (the receipts land in `ch` itself, in its
+ * order).  libkqueue takes them one call each and with no event list, where
+ * a failed change makes the call return -1 with its errno: a receipt there
+ * would make EV_ENABLE also run the filter's modify, which fails for
+ * sockets, with whatever errno was left over. */
+static void danga_kq_send(int kq, struct kevent *ch, int m)
 {
     static const struct timespec zero = {0, 0};
-    int n = k->nchanges, err = 0;
-    if (n == 0)
-        return 0;
-    for (int i = 0; i < n; i++)
-        k->changes[i].flags |= EV_RECEIPT;
-    k->nchanges = 0;
-    /* the receipts land in the changelist itself, which is as long */
-    int got = kevent(k->kq, k->changes, n, k->changes, n, &zero);
-    if (got < 0) {
-        if (fd_err) *fd_err = errno;
-        return -1;
-    }
-    for (int i = 0; i < got; i++) {
-        struct kevent *e = &k->changes[i];
-        if (!(e->flags & EV_ERROR) || e->data == 0)
-            continue;  /* a receipt for a change that worked */
-        if ((int)e->ident == fd) {
-            if (!err) err = (int)e->data;
-        } else {
-            danga_kq_note_err(k, (int)e->ident, (int)e->data);
+    if (DANGA_KQ_EMULATED) {
+        for (int i = 0; i < m; i++) {
+            errno = 0;
+            int r = kevent(kq, &ch[i], 1, NULL, 0, &zero);
+            ch[i].data = r < 0 ? (errno ? errno : EINVAL) : 0;
         }
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        ch[i].flags |= EV_RECEIPT;
+    int got = kevent(kq, ch, m, ch, m, &zero);
+    int e = got < 0 ? errno : EINVAL;
+    for (int i = got < 0 ? 0 : got; i < m; i++)
+        ch[i].data = e;  /* no receipt: failed with the call */
+}
+
+/* libkqueue has lost track of `fd` in this kqueue: remember it, and drop the
+ * changes for it among the `*n` pending ones from `from` on (they would meet
+ * libkqueue's stale state for that number).  Returns `from`. */
+static int danga_kq_lose(struct danga_kq *k, int fd, int from, int *n)
+{
+    int seen = 0, keep = from;
+    for (int i = 0; i < k->nlost; i++)
+        seen |= k->lost[i] == fd;
+    if (!seen && k->nlost < k->maxlost)
+        k->lost[k->nlost++] = fd;
+    for (int i = from; i < *n; i++)
+        if ((int)k->changes[i].ident != fd)
+            k->changes[keep++] = k->changes[i];
+    *n = keep;
+    return from;
+}
+
+/* Apply every pending change now, without waiting.  Each change gets its
+ * own errno (danga_kq_send), so nothing can be lost: errors for `fd` come
+ * back as its errno; errors for other fds (deferred modifies) are kept for
+ * the next wait to report as ERR.
+ *
+ * Under libkqueue the changes go one at a time.  A delete that fails while
+ * its fd is open means that the number names another file now (its old one
+ * was closed behind our back): libkqueue has freed the knote but kept the
+ * number's epoll state pointing at it, and any later change for that number
+ * in this kqueue works on freed memory.  The fd goes on the lost list and
+ * its remaining changes are dropped; the caller then rebuilds the kqueue
+ * (danga_kq_rebuild).  A delete that fails on a closed fd found no knote,
+ * and that is harmless. */
+static void danga_kq_apply(struct danga_kq *k, int fd, int *fd_err)
+{
+    int n = k->nchanges, err = 0, step = DANGA_KQ_EMULATED ? 1 : n;
+    k->nchanges = 0;
+    for (int i = 0; i < n; i += step) {
+        struct kevent *seg = &k->changes[i];
+        int m = step < n - i ? step : n - i;
+        int last = (int)seg[m - 1].ident, deleting = (seg[m - 1].flags & EV_DELETE) != 0;
+        danga_kq_send(k->kq, seg, m);
+        for (int j = 0; j < m; j++) {
+            struct kevent *e = &seg[j];
+            if (e->data == 0)
+                continue;  /* a change that worked */
+            if ((int)e->ident == fd) {
+                if (!err) err = (int)e->data;
+            } else {
+                danga_kq_note_err(k, (int)e->ident, (int)e->data);
+            }
+        }
+        if (DANGA_KQ_EMULATED && deleting && seg[m - 1].data != 0 && fcntl(last, F_GETFD) >= 0)
+            danga_kq_lose(k, last, i + m, &n);
     }
     if (fd_err) *fd_err = err;
-    return 0;
 }
 
 /* Make room for `need` more changes, applying the pending ones if full. */
@@ -240,25 +306,42 @@ static void danga_kq_add_read(struct danga_kq *k, int fd, int mask)
     danga_kq_push(k, fd, EVFILT_READ, want ? EV_ADD : (EV_ADD | EV_CLEAR), want);
 }
 
-/* Watch `fd` with `mask`; return its new state, or -errno. */
+/* Watch `fd` with `mask`; return its new state, or -errno.  The changes
+ * still pending (other fds') go first, their errors kept as theirs; then
+ * this fd's own, whose receipts say which knote was made, so that a refused
+ * registration is undone exactly (no delete of a knote that was never made,
+ * which under libkqueue would look like a lost fd). */
 static int danga_kq_register(struct danga_kq *k, int fd, int mask)
 {
-    int err = 0;
-    danga_kq_room(k, 2);
+    int err = 0, m;
+    if (k->nchanges)
+        danga_kq_apply(k, -1, NULL);
     danga_kq_add_read(k, fd, mask);
     if (mask & DANGA_WRITE)
         danga_kq_push(k, fd, EVFILT_WRITE, EV_ADD, 0);
-    if (danga_kq_apply(k, fd, &err) < 0 || err) {
+    m = k->nchanges;
+    k->nchanges = 0;
+    danga_kq_send(k->kq, k->changes, m);
+    int made[2] = {0, 0};
+    for (int j = 0; j < m; j++) {
+        if (k->changes[j].data != 0) {
+            if (!err) err = (int)k->changes[j].data;
+        } else {
+            made[j] = 1;
+        }
+    }
+    if (err) {
         /* undo a half-made registration; its own errors don't matter */
-        int ignored;
-        danga_kq_push(k, fd, EVFILT_READ, EV_DELETE, 0);
-        if (mask & DANGA_WRITE)
+        if (made[0])
+            danga_kq_push(k, fd, EVFILT_READ, EV_DELETE, 0);
+        if (made[1])
             danga_kq_push(k, fd, EVFILT_WRITE, EV_DELETE, 0);
-        danga_kq_apply(k, fd, &ignored);
+        danga_kq_send(k->kq, k->changes, k->nchanges);
+        k->nchanges = 0;
         /* libkqueue says EFAULT for any descriptor it cannot look at */
         if (err == EFAULT && fcntl(fd, F_GETFD) < 0)
             err = errno;
-        return -(err ? err : EINVAL);
+        return -err;
     }
     return (mask & (DANGA_READ | DANGA_WRITE)) | ((mask & DANGA_WRITE) ? DANGA_KQ_WKNOTE : 0);
 }
@@ -294,7 +377,86 @@ static int danga_kq_unregister(struct danga_kq *k, int fd, int state)
     danga_kq_push(k, fd, EVFILT_READ, EV_DELETE, 0);
     if (state & DANGA_KQ_WKNOTE)
         danga_kq_push(k, fd, EVFILT_WRITE, EV_DELETE, 0);
-    return danga_kq_apply(k, fd, &ignored);
+    danga_kq_apply(k, fd, &ignored);
+    return 0;
+}
+
+/* Apply the pending changes now (libkqueue: before each wait, so that a
+ * lost fd is found and the kqueue rebuilt before any wait on it). */
+static void danga_kq_flush(struct danga_kq *k)
+{
+    if (k->nchanges)
+        danga_kq_apply(k, -1, NULL);
+}
+
+/* The kqueue lost track of some fds (k->lost): move the `n` registrations
+ * (fds, states) to a new kqueue and close this one.  Pending changes are
+ * dropped: `states` already says where they lead.  A write knote is made
+ * again only where write interest is on, and `states` is updated.  The fds
+ * the new kqueue refuses are written to `failed` and reported with ERR in
+ * the next batch.  Returns their number, or -errno with nothing changed. */
+static int danga_kq_rebuild(struct danga_kq *k, int n, int *fds, int *states, int *failed)
+{
+    struct danga_kq fresh;
+    int nfailed = 0;
+    memset(&fresh, 0, sizeof fresh);
+    if (danga_kq_open(&fresh) < 0)
+        return -errno;
+    /* The old kqueue: delete the knotes while their fds are open (freeing a
+     * kqueue that holds knotes of closed fds has crashed libkqueue). */
+    k->nchanges = 0;
+    for (int i = 0; i < n; i++) {
+        if (k->nchanges + 2 > k->maxchanges) {
+            danga_kq_send(k->kq, k->changes, k->nchanges);
+            k->nchanges = 0;
+        }
+        danga_kq_push(k, fds[i], EVFILT_READ, EV_DELETE, 0);
+        if (states[i] & DANGA_KQ_WKNOTE)
+            danga_kq_push(k, fds[i], EVFILT_WRITE, EV_DELETE, 0);
+    }
+    danga_kq_send(k->kq, k->changes, k->nchanges);
+    k->nchanges = 0;
+    danga_kq_close(k);
+    k->kq = fresh.kq;
+    k->pipe_r = fresh.pipe_r;
+    k->pipe_dev = fresh.pipe_dev;
+    k->pipe_ino = fresh.pipe_ino;
+    k->nlost = 0;
+    /* The new one, a chunk at a time; a receipt per change, in order. */
+    for (int i = 0; i < n; ) {
+        while (i < n && k->nchanges + 2 <= k->maxchanges) {
+            int st = states[i];
+            danga_kq_add_read(k, fds[i], st);
+            if (st & DANGA_WRITE)
+                danga_kq_push(k, fds[i], EVFILT_WRITE, EV_ADD, 0);
+            states[i] = (st & (DANGA_READ | DANGA_WRITE)) | ((st & DANGA_WRITE) ? DANGA_KQ_WKNOTE : 0);
+            i++;
+        }
+        int m = k->nchanges, from = nfailed;
+        danga_kq_send(k->kq, k->changes, m);
+        k->nchanges = 0;
+        for (int j = 0; j < m; j++) {
+            struct kevent *e = &k->changes[j];
+            int fd = (int)e->ident;  /* an fd's changes are next to each other */
+            if (e->data != 0 && (nfailed == from || failed[nfailed - 1] != fd)) {
+                failed[nfailed++] = fd;
+                danga_kq_note_err(k, fd, (int)e->data);
+            }
+        }
+        /* a refused fd keeps no knote in the new kqueue */
+        for (int q = from; q < nfailed; q++) {
+            if (k->nchanges + 2 > k->maxchanges) {
+                danga_kq_send(k->kq, k->changes, k->nchanges);
+                k->nchanges = 0;
+            }
+            danga_kq_push(k, failed[q], EVFILT_READ, EV_DELETE, 0);
+            danga_kq_push(k, failed[q], EVFILT_WRITE, EV_DELETE, 0);
+        }
+        if (k->nchanges)
+            danga_kq_send(k->kq, k->changes, k->nchanges);
+        k->nchanges = 0;
+    }
+    return nfailed;
 }
 
 /* HUP and ERR as epoll would report them: poll(2) with no events asked says
@@ -329,7 +491,11 @@ static int danga_kq_pair(struct danga_kq *k, int fd, int *n)
 }
 
 /* Apply the pending changes and wait once, in one kevent() call; write the
- * ready (fd, danga mask) pairs to out and return their number, or -1. */
+ * ready (fd, danga mask) pairs to out and return their number, or -1.
+ * (A kernel's kqueue returns at once with the errors of failed changes.
+ * libkqueue would write them to the front of the event list, wait, and on a
+ * timeout return 0 without counting them: there the changes were applied
+ * by danga_kq_flush first, and this call has none.) */
 static int danga_kq_wait(struct danga_kq *k, int timeout_ms)
 {
     struct timespec ts, *tsp = NULL;
@@ -342,20 +508,7 @@ static int danga_kq_wait(struct danga_kq *k, int timeout_ms)
     if (k->nerrs)  /* errors kept from an earlier apply: report them now */
         tsp = &ts, ts.tv_sec = 0, ts.tv_nsec = 0;
     k->nchanges = 0;  /* applied, even when the wait itself fails */
-    int front = nch < k->maxevents ? nch : k->maxevents;
-    for (int i = 0; i < front; i++)
-        k->evs[i].flags = 0;
     int got = kevent(k->kq, k->changes, nch, k->evs, k->maxevents, tsp);
-    if (got <= 0 && front) {
-        /* libkqueue writes a failed change's EV_ERROR entry to the front of
-         * the event list, then waits, and on a timeout (or EINTR) returns 0
-         * (or -1) without counting it: find it there. */
-        int errs = 0;
-        while (errs < front && (k->evs[errs].flags & EV_ERROR))
-            errs++;
-        if (errs)
-            got = errs;
-    }
     if (got < 0 && !k->nerrs)
         return -1;
     if (got < 0)
@@ -418,7 +571,7 @@ def make_builder() -> FFI:
     if paths is not None:
         inc, lib = paths
         kwargs = {"include_dirs": [inc], "library_dirs": [lib], "libraries": ["kqueue"],
-                  "extra_link_args": [f"-Wl,-rpath,{lib}"]}
+                  "extra_link_args": [f"-Wl,-rpath,{lib}"], "define_macros": [("DANGA_LIBKQUEUE", "1")]}
     ffi.set_source("danga._ffi_kqueue", SOURCE, **kwargs)
     return ffi
 

@@ -134,6 +134,105 @@ def test_an_fd_closed_behind_its_back_and_reused_is_watched_afresh(kq):
         kq.unregister(old)
 
 
+def test_an_enable_applied_by_a_registration_is_not_an_error_whatever_errno_was(kq):
+    # libkqueue's receipt for EV_ENABLE carried the errno the thread had left
+    # over; cffi hands ffi.errno to the next C call, so plant one there
+    from danga._ffi_kqueue import ffi
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with a, b, c, d:
+        kq.register(a.fileno(), WRITE)
+        kq.modify(a.fileno(), 0)
+        assert kq.poll(0) == []
+        kq.modify(a.fileno(), WRITE)  # pending: an EV_ENABLE of the write knote
+        ffi.errno = errno.EAGAIN  # as a recv that found nothing leaves it
+        kq.register(c.fileno(), 0)  # applies the pending enable
+        assert kq.poll(0) == [a.fileno(), WRITE]
+        kq.unregister(a.fileno())
+        kq.unregister(c.fileno())
+
+
+def test_a_change_still_pending_when_the_number_is_reused_goes_nowhere(kq):
+    # tests/test_reliability.py's fd_reused case, at the poller: the old
+    # owner's change is pending when the loop sees the number again
+    a, b = socket.socketpair()
+    old = a.fileno()
+    kq.register(old, 0)
+    kq.modify(old, READ)  # pending: a delete and an add of the read knote
+    a.close()  # behind the poller's back
+    b.close()
+    c, d = pair_at(old)
+    with c, d:
+        kq.unregister(old)  # what the loop does before registering the new owner
+        kq.register(old, 0)
+        kq.modify(old, READ)
+        d.send(b"x")
+        assert kq.poll(1000) == [old, READ]
+        kq.unregister(old)
+
+
+def test_an_unregister_after_the_number_went_to_another_file_spoils_nothing(kq):
+    a, b = socket.socketpair()
+    old = a.fileno()
+    kq.register(old, READ | WRITE)
+    a.close()
+    b.close()
+    c, d = pair_at(old)  # not registered yet
+    with c, d:
+        kq.unregister(old)  # the old owner closing: libkqueue's delete fails
+        kq.register(old, READ)  # the new socket
+        d.send(b"x")
+        assert kq.poll(1000) == [old, READ]
+        kq.unregister(old)
+
+
+def test_a_deferred_change_meeting_a_reused_number_is_err_and_the_number_stays_usable(kq):
+    a, b = socket.socketpair()
+    old = a.fileno()
+    kq.register(old, 0)
+    a.close()
+    b.close()
+    c, d = pair_at(old)
+    with c, d:
+        kq.modify(old, READ)  # the old owner, not knowing: fails at the next wait
+        d.send(b"x")
+        assert kq.poll(0) == [old, ERR]  # neither silence nor the new socket's data
+        kq.unregister(old)  # harmless
+        kq.register(old, READ)  # the new socket
+        assert kq.poll(1000) == [old, READ]
+        kq.unregister(old)
+
+
+def test_the_other_registrations_survive_a_lost_fd(kq):
+    r1, w1 = socket.socketpair()  # wants READ, has data
+    r2, w2 = socket.socketpair()  # wants WRITE
+    r3, w3 = socket.socketpair()  # had WRITE, now nothing: a disabled write knote
+    with r1, w1, r2, w2, r3, w3:
+        kq.register(r1.fileno(), READ)
+        kq.register(r2.fileno(), WRITE)
+        kq.register(r3.fileno(), WRITE)
+        kq.modify(r3.fileno(), 0)
+        w1.send(b"1")
+        w3.send(b"unread")
+        expect = {r1.fileno(): READ, r2.fileno(): WRITE}
+        assert dict(zip(*[iter(kq.poll(1000))] * 2)) == expect
+        a, b = socket.socketpair()
+        old = a.fileno()
+        kq.register(old, READ)
+        a.close()
+        b.close()
+        c, d = pair_at(old)
+        with c, d:
+            kq.unregister(old)  # lost: the registrations move to a new kqueue
+            assert dict(zip(*[iter(kq.poll(1000))] * 2)) == expect
+            kq.modify(r3.fileno(), READ | WRITE)
+            assert dict(zip(*[iter(kq.poll(1000))] * 2)) == {**expect, r3.fileno(): READ | WRITE}
+            kq.modify(r3.fileno(), 0)
+            assert dict(zip(*[iter(kq.poll(1000))] * 2)) == expect
+            for fd in (r1.fileno(), r2.fileno(), r3.fileno()):
+                kq.unregister(fd)
+
+
 class Recorder(danga.Socket):
     """Records what the loop delivers; reads 3 bytes at a time."""
 
