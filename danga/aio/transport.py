@@ -27,7 +27,7 @@ import asyncio
 import inspect
 from asyncio import trsock
 import socket
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..socket import Socket
 
@@ -51,12 +51,18 @@ class _ProtocolSocket(Socket):
 
     def __init__(self, sock: socket.socket, transport: "SocketTransport") -> None:
         self.transport = transport
+        self.deliver: Callable[[bytes], object] = transport._fill_buffers
         super().__init__(sock)
 
     def event_read(self) -> None:
         data = self.read(_MAX_READ)
         if data:
-            self.transport._data(data)
+            try:
+                self.deliver(data)  # the protocol's data_received (see SocketTransport._set_deliver)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.transport._fatal(exc, "data_received() raised")
         elif data is None:
             self.transport._eof()
 
@@ -85,7 +91,6 @@ class SocketTransport(asyncio.Transport):
         self._extra: Dict[str, Any]
         self._loop = loop
         self._protocol = protocol
-        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._server = server
         self._closing = False
         self._lost = False
@@ -105,6 +110,7 @@ class SocketTransport(asyncio.Transport):
                 extra_info["peername"] = None
         _set_nodelay(sock)
         self._dsock = _ProtocolSocket(sock, self)
+        self._set_deliver()
         self._dsock.add_close_watcher(self._socket_closed)
         if server is not None:
             _attach(server, self)
@@ -127,16 +133,15 @@ class SocketTransport(asyncio.Transport):
 
     # -- events from the danga socket ------------------------------------------
 
-    def _data(self, data: bytes) -> None:
-        try:
-            if self._buffered:
-                self._fill_buffers(data)
-            else:
-                self._protocol.data_received(data)  # type: ignore[attr-defined]
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal(exc, "data_received() raised")
+    def _set_deliver(self) -> None:
+        """What the danga socket's event_read calls with each chunk: the
+        protocol's own data_received, bound once (the hot path), or the copy
+        into a BufferedProtocol's buffers."""
+        protocol: Any = self._protocol
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            self._dsock.deliver = self._fill_buffers
+        else:
+            self._dsock.deliver = protocol.data_received
 
     def _fill_buffers(self, data: bytes) -> None:
         """A BufferedProtocol (asyncio's TLS layer is one): copy into its buffers."""
@@ -233,7 +238,7 @@ class SocketTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
-        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._set_deliver()
 
     def is_closing(self) -> bool:
         return self._closing
@@ -276,13 +281,14 @@ class SocketTransport(asyncio.Transport):
         return self._dsock.write_buf_size
 
     def write(self, data: Any) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
-        if self._eof_sent:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if not data or self._closing:
+        if self._closing or self._eof_sent:
+            if self._eof_sent:
+                raise RuntimeError("Cannot call write() after write_eof()")
             return
-        self._dsock.write(data)
+        if data:
+            self._dsock.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         if self._eof_sent:
@@ -333,11 +339,19 @@ class SocketTransport(asyncio.Transport):
         self.abort()
 
 
+_TAKES_TRANSPORT: Dict[type, bool] = {}
+
+
 def _takes_transport(server: Any) -> bool:
-    try:
-        return len(inspect.signature(server._attach).parameters) >= 1
-    except (TypeError, ValueError):
-        return False
+    cls = type(server)
+    known = _TAKES_TRANSPORT.get(cls)
+    if known is None:
+        try:
+            known = len(inspect.signature(server._attach).parameters) >= 1
+        except (TypeError, ValueError):
+            known = False
+        _TAKES_TRANSPORT[cls] = known
+    return known
 
 
 def _attach(server: Any, transport: SocketTransport) -> None:
