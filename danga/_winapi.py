@@ -104,6 +104,12 @@ ULONG RtlNtStatusToDosError(NTSTATUS Status);
 int WSAIoctl(ULONG_PTR s, DWORD dwIoControlCode, void *lpvInBuffer, DWORD cbInBuffer, void *lpvOutBuffer,
              DWORD cbOutBuffer, DWORD *lpcbBytesReturned, void *lpOverlapped, void *lpCompletionRoutine);
 int WSAGetLastError(void);
+typedef struct {
+    ULONG len;
+    char *buf;
+} WSABUF;
+int WSASend(ULONG_PTR s, WSABUF *lpBuffers, DWORD dwBufferCount, DWORD *lpNumberOfBytesSent, DWORD dwFlags,
+            void *lpOverlapped, void *lpCompletionRoutine);
 int getsockopt(ULONG_PTR s, int level, int optname, char *optval, int *optlen);
 """)
 
@@ -130,6 +136,7 @@ FILE_SKIP_SET_EVENT_ON_HANDLE = 2
 IOCTL_AFD_POLL = 0x00012024
 SIO_BASE_HANDLE = 0x48000022
 SIO_BSP_HANDLE_POLL = 0x4800001D
+WSAEWOULDBLOCK = 10035
 SOL_SOCKET = 0xFFFF
 SO_TYPE = 0x1008
 

@@ -23,6 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
+from . import checks
+
+#: socket.AF_UNIX where the platform has it (not on Windows: local:// is POSIX-only there)
+AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
+
 SCHEMES = ("tcp", "tcp4", "tcp6", "tls", "tls4", "tls6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
 
 
@@ -83,6 +88,10 @@ def parse(url: Where) -> Address:
     kind = dict(options).get("type", "")
     if scheme in ("tcp", "tcp4", "tcp6", "tls", "tls4", "tls6", "udp", "udp4", "udp6"):
         return _parse_ip(url, parts, scheme, options)
+    if scheme in ("local", "fifo", "fd"):
+        checks.require_posix(f"{scheme}:// ({url!r})", "use tcp:// (or anon: for an in-process pair)")
+    elif scheme == "anon" and kind == "pipe":
+        checks.require_posix(f"anon:?type=pipe ({url!r})", "use anon: for a socket pair")
     if scheme == "local":
         if kind not in ("", "stream", "dgram"):
             raise _bad(url, f"type={kind!r} (use stream or dgram)")
@@ -91,12 +100,12 @@ def parse(url: Where) -> Address:
             name = parts.netloc[1:] + parts.path
             if not name:
                 raise _bad(url, "empty abstract socket name after '@'")
-            return Address(url, scheme, socket.AF_UNIX, stype, b"\0" + name.encode(), options)
+            return Address(url, scheme, AF_UNIX, stype, b"\0" + name.encode(), options)
         if parts.netloc:
             raise _bad(url, f"host part {parts.netloc!r}: use local:///absolute/path or local://@abstract")
         if not parts.path:
             raise _bad(url, "no socket path")
-        return Address(url, scheme, socket.AF_UNIX, stype, parts.path, options)
+        return Address(url, scheme, AF_UNIX, stype, parts.path, options)
     if scheme == "fifo":
         if parts.netloc or not parts.path:
             raise _bad(url, "use fifo:///absolute/path")
@@ -104,7 +113,7 @@ def parse(url: Where) -> Address:
     if scheme == "anon":
         if kind not in ("", "socket", "pipe"):
             raise _bad(url, f"type={kind!r} (use socket or pipe)")
-        return Address(url, scheme, socket.AF_UNIX, socket.SOCK_STREAM, None, options)
+        return Address(url, scheme, AF_UNIX, socket.SOCK_STREAM, None, options)
     # fd://N
     text = parts.netloc or parts.path.lstrip("/")
     try:

@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import addresses
+from . import addresses, checks
 from . import loop as _loop
 from .api import raise_fd_limit
 from .signals import add_signal_handler, run_loop
@@ -34,6 +34,7 @@ def serve(url: addresses.Where, factory: Callable[[Any], Any], processes: int = 
     """Serve ``url`` with ``processes`` forked children; returns after a
     SIGTERM/SIGINT shutdown.  ``on_ready(port)`` runs in the master once the
     children are started.  ``listen_options`` go to each child's listener."""
+    checks.require_posix("serve() (it forks)", "run danga.listen() and danga.event_loop() in one process")
     if processes < 1:
         raise ValueError(f"danga: serve needs processes >= 1, got {processes}")
     addr = addresses.parse(url)

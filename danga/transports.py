@@ -74,8 +74,8 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
         return obj
     unlink = None
     family: int
-    if addr.family == socket.AF_UNIX:
-        family, target = socket.AF_UNIX, addr.target
+    if addr.family == addresses.AF_UNIX:
+        family, target = addresses.AF_UNIX, addr.target
         if isinstance(target, str):
             _remove_stale_socket(target)
             unlink = target
@@ -83,7 +83,7 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
         family, target = addresses.resolve(addr, passive=True)
     sock = socket.socket(family, addr.type)
     try:
-        if family != socket.AF_UNIX:
+        if family != addresses.AF_UNIX:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -144,14 +144,14 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     if addr.scheme == "fd":
         return factory(_wrap_fd(addr.target))
     family: int
-    if addr.family == socket.AF_UNIX:
-        family, target = socket.AF_UNIX, addr.target
+    if addr.family == addresses.AF_UNIX:
+        family, target = addresses.AF_UNIX, addr.target
     else:
         family, target = addresses.resolve(addr, passive=False)
     sock = socket.socket(family, addr.type)
     try:
         sock.setblocking(False)
-        if addr.type == socket.SOCK_STREAM and family != socket.AF_UNIX and options.get("nodelay", True):
+        if addr.type == socket.SOCK_STREAM and family != addresses.AF_UNIX and options.get("nodelay", True):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(target)
         stream = tlssocket.wrapped(sock, tls_ctx, False, hostname) if tls_ctx is not None else None

@@ -48,6 +48,17 @@ number or handle never sees it.  ``close()`` cancels everything in flight
 and drains the port until every request has come back before it frees
 anything and closes the handles.
 
+The bytes
+---------
+Readiness means the socket's own ``recv``/``send`` move the bytes, as on
+Linux.  ``channel()`` hands out a ``SocketChannel``, the socket's own bound
+methods plus the ``sendmsg`` a Windows ``socket.socket`` lacks: it gathers
+with one ``WSASend`` over an array of ``WSABUF`` (non-overlapped: on a
+non-blocking socket it takes what fits at once, or fails with
+WSAEWOULDBLOCK).  Windows' errno numbers for socket errors are the WSA
+ones under POSIX names (``errno.ECONNRESET == 10054``); ``checks.errno_name``
+gives the POSIX name, so close reasons read the same on every platform.
+
 Waking and Ctrl-C
 -----------------
 ``wake()`` posts a completion with no ``OVERLAPPED`` (any thread may call
@@ -60,11 +71,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from danga import _winapi as w
 
+from ..checks import errno_name
 from .base import ERR, HUP, READ, WAKE, WRITE, refused
 
 log = logging.getLogger("danga")
@@ -146,8 +159,15 @@ def _base_handle(fd: int) -> Optional[int]:
     return None
 
 
+def _winerr() -> int:
+    """The GetLastError() of the last foreign call, as cffi saved it right after
+    the call (calling GetLastError afterwards could see a later value)."""
+    code: int = ffi.getwinerror()[0]
+    return code
+
+
 def _last_error(what: str) -> OSError:
-    err = kernel32.GetLastError()
+    err = _winerr()
     return OSError(errno.EIO, f"danga: {what} failed (Windows error {err})", None, err)
 
 
@@ -230,7 +250,7 @@ class IocpPoller:
 
     def _cancel(self, reg: _Reg) -> None:
         if not kernel32.CancelIoEx(self._afd, reg.ov):
-            err = kernel32.GetLastError()
+            err = _winerr()
             if err != w.ERROR_NOT_FOUND:  # not found: it has completed and its completion is queued
                 log.warning("danga: iocp: CancelIoEx for fd %d failed (Windows error %d)", reg.fd, err)
 
@@ -281,7 +301,7 @@ class IocpPoller:
                 if out:
                     return out
             else:
-                err = kernel32.GetLastError()
+                err = _winerr()
                 if err != w.WAIT_TIMEOUT:
                     raise OSError(errno.EIO, f"danga: GetQueuedCompletionStatusEx failed (Windows error {err})",
                                   None, err)
@@ -336,7 +356,9 @@ class IocpPoller:
             kernel32.PostQueuedCompletionStatus(port, 0, 0, ffi.NULL)
 
     def channel(self, sock: Any) -> Any:
-        return sock  # readiness: the socket's own recv/send
+        """The socket's own calls, through ``SocketChannel`` (which adds the
+        ``sendmsg`` Windows sockets lack, and POSIX error numbers)."""
+        return SocketChannel(sock) if isinstance(sock, socket.socket) else sock
 
     # -- teardown ----------------------------------------------------------------------
 
@@ -364,3 +386,32 @@ class IocpPoller:
         kernel32.CloseHandle(self._afd)
         port, self._port = self._port, None
         kernel32.CloseHandle(port)
+
+
+class SocketChannel:
+    """A Windows socket's byte channel (``danga.contract.ByteChannel``): the
+    socket's own bound methods, and a gathering ``sendmsg``."""
+
+    __slots__ = ("fd", "recv", "send", "recvfrom", "sendto")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.fd = sock.fileno()
+        self.recv = sock.recv
+        self.send = sock.send
+        self.recvfrom = sock.recvfrom
+        self.sendto = sock.sendto
+
+    def sendmsg(self, buffers: Iterable[Any]) -> int:
+        """Gather ``buffers`` into one ``WSASend``; return the bytes taken."""
+        keep = [ffi.from_buffer(b) for b in buffers]
+        bufs = ffi.new("WSABUF[]", len(keep))
+        for i, c in enumerate(keep):
+            bufs[i].len = len(c)
+            bufs[i].buf = c
+        sent = ffi.new("DWORD *")
+        if w.ws2_32.WSASend(self.fd, bufs, len(keep), sent, 0, ffi.NULL, ffi.NULL) != 0:
+            err = _winerr()
+            if err == w.WSAEWOULDBLOCK:
+                raise BlockingIOError(errno.EAGAIN, "WSASend would block")
+            raise OSError(err, f"WSASend failed: {errno_name(err)} (Windows error {err})")
+        return int(sent[0])
