@@ -44,6 +44,14 @@ class Address:
     target: Any  # (host, port) for IP, str or bytes for local, str for fifo, int for fd, None for anon
     options: Tuple[Tuple[str, str], ...] = ()
 
+    def require_posix(self) -> None:
+        """Raise NotImplementedError on Windows for the kinds it has no
+        equivalent of: local://, fifo://, fd:// and anon:?type=pipe."""
+        if self.scheme in ("local", "fifo", "fd"):
+            checks.require_posix(f"{self.scheme}:// ({self.url!r})", "use tcp:// (or anon: for an in-process pair)")
+        elif self.scheme == "anon" and self.option("type") == "pipe":
+            checks.require_posix(f"anon:?type=pipe ({self.url!r})", "use anon: for a socket pair")
+
     def option(self, name: str, default: Optional[str] = None) -> Optional[str]:
         for k, v in self.options:
             if k == name:
@@ -88,10 +96,6 @@ def parse(url: Where) -> Address:
     kind = dict(options).get("type", "")
     if scheme in ("tcp", "tcp4", "tcp6", "tls", "tls4", "tls6", "udp", "udp4", "udp6"):
         return _parse_ip(url, parts, scheme, options)
-    if scheme in ("local", "fifo", "fd"):
-        checks.require_posix(f"{scheme}:// ({url!r})", "use tcp:// (or anon: for an in-process pair)")
-    elif scheme == "anon" and kind == "pipe":
-        checks.require_posix(f"anon:?type=pipe ({url!r})", "use anon: for a socket pair")
     if scheme == "local":
         if kind not in ("", "stream", "dgram"):
             raise _bad(url, f"type={kind!r} (use stream or dgram)")

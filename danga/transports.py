@@ -51,6 +51,7 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
     given) closes a client that does not finish in time."""
     _check_opts("listen", options, _LISTEN_OPTS)
     addr = addresses.parse(url)
+    addr.require_posix()
     factory = _tls_listening(addr, factory, options)
     backlog = int(options.pop("backlog", 1024))
     reuse_port = options.pop("reuse_port", False)
@@ -118,6 +119,7 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     and closes with that reason; ``ssl_handshake_timeout`` bounds it."""
     _check_opts("connect", options, _CONNECT_OPTS)
     addr = addresses.parse(url)
+    addr.require_posix()
     tls_ctx = options.pop("ssl_context", None)
     tls_timeout = options.pop("ssl_handshake_timeout", None)
     hostname = options.pop("server_hostname", None)
