@@ -44,14 +44,6 @@ class Address:
     target: Any  # (host, port) for IP, str or bytes for local, str for fifo, int for fd, None for anon
     options: Tuple[Tuple[str, str], ...] = ()
 
-    def require_posix(self) -> None:
-        """Raise NotImplementedError on Windows for the kinds it has no
-        equivalent of: local://, fifo://, fd:// and anon:?type=pipe."""
-        if self.scheme in ("local", "fifo", "fd"):
-            checks.require_posix(f"{self.scheme}:// ({self.url!r})", "use tcp:// (or anon: for an in-process pair)")
-        elif self.scheme == "anon" and self.option("type") == "pipe":
-            checks.require_posix(f"anon:?type=pipe ({self.url!r})", "use anon: for a socket pair")
-
     def option(self, name: str, default: Optional[str] = None) -> Optional[str]:
         for k, v in self.options:
             if k == name:
@@ -74,6 +66,20 @@ def from_pair(pair: Any) -> str:
         raise TypeError(f"danga: an address is a URL string or a (host, port) pair, got {pair!r}")
     host, port = pair
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def require_posix(url: Where) -> None:
+    """Raise NotImplementedError on Windows for the kinds of URL it has no
+    equivalent of (local://, fifo://, fd://, anon:?type=pipe), before any
+    parsing complains about a Windows path."""
+    if not isinstance(url, str):
+        return
+    scheme, _, rest = url.partition(":")
+    scheme = scheme.lower()
+    if scheme in ("local", "fifo", "fd"):
+        checks.require_posix(f"{scheme}:// ({url!r})", "use tcp:// (or anon: for an in-process pair)")
+    elif scheme == "anon" and "type=pipe" in rest:
+        checks.require_posix(f"anon:?type=pipe ({url!r})", "use anon: for a socket pair")
 
 
 def parse(url: Where) -> Address:

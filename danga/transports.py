@@ -50,8 +50,8 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
     ``ssl_handshake_timeout`` (seconds; the class's attribute, 30 s, if not
     given) closes a client that does not finish in time."""
     _check_opts("listen", options, _LISTEN_OPTS)
+    addresses.require_posix(url)
     addr = addresses.parse(url)
-    addr.require_posix()
     factory = _tls_listening(addr, factory, options)
     backlog = int(options.pop("backlog", 1024))
     reuse_port = options.pop("reuse_port", False)
@@ -118,8 +118,8 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     certificate.  A failed handshake calls ``event_connect_failed("tls: ...")``
     and closes with that reason; ``ssl_handshake_timeout`` bounds it."""
     _check_opts("connect", options, _CONNECT_OPTS)
+    addresses.require_posix(url)
     addr = addresses.parse(url)
-    addr.require_posix()
     tls_ctx = options.pop("ssl_context", None)
     tls_timeout = options.pop("ssl_handshake_timeout", None)
     hostname = options.pop("server_hostname", None)

@@ -4,7 +4,6 @@ Every test also ends with the conftest leak check: no socket left open, no
 live timer, the process's descriptor count back where it started."""
 import os
 import random
-import resource
 import signal
 import socket
 import struct
@@ -14,6 +13,11 @@ import time
 import pytest
 
 import danga
+
+try:
+    import resource
+except ImportError:  # Windows: no descriptor limits (the tests that set them are POSIX-only)
+    resource = None
 
 from .helpers import Echo, Plain, pair, pattern, reader_thread, run, run_for, shutdown
 
@@ -489,6 +493,7 @@ danga.event_loop()
 """
 
 
+@pytest.mark.posix("RLIMIT_NOFILE (descriptor limits)")
 def test_emfile_storm_keeps_serving_and_does_not_spin(backend):
     import subprocess
     import sys
@@ -532,6 +537,7 @@ def test_emfile_storm_keeps_serving_and_does_not_spin(backend):
 
 # 21: ten thousand connections
 @pytest.mark.slow
+@pytest.mark.posix("RLIMIT_NOFILE (descriptor limits)")
 def test_ten_thousand_connections_echo_without_loss(backend):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 10_300:

@@ -62,10 +62,14 @@ gives the POSIX name, so close reasons read the same on every platform.
 Waking and Ctrl-C
 -----------------
 ``wake()`` posts a completion with no ``OVERLAPPED`` (any thread may call
-it); ``poll()`` reports it as the descriptor ``pollers.WAKE``.  The wait is
-cut into slices of at most ``SLICE_MS`` so that Python gets control back
-now and then: a Ctrl-C (which Windows delivers to another thread) raises
-KeyboardInterrupt in the loop within that time.
+it); ``poll()`` reports it as the descriptor ``pollers.WAKE``: the loop's
+``call_from_thread`` uses it instead of a wake-up pipe.  Under
+``danga.event_loop()`` a Ctrl-C wakes the wait through the signal
+service's wake-up socket (danga/signals.py).  Without it (``loop.run()``
+called directly) the wait is cut into slices of at most ``SLICE_MS``, so
+that Python gets control back now and then and KeyboardInterrupt is raised
+within that time; a slice that ends with nothing to report does not return
+from ``poll()``.
 """
 from __future__ import annotations
 
