@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from typing import Any, Dict, Set, Union
 
 from . import addresses, tlssocket
@@ -84,7 +85,9 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
         family, target = addresses.resolve(addr, passive=True)
     sock = socket.socket(family, addr.type)
     try:
-        if family != addresses.AF_UNIX:
+        if sys.platform == "win32":  # SO_REUSEADDR there lets another socket take a port in use
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        elif family != addresses.AF_UNIX:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
