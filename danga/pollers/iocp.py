@@ -97,6 +97,7 @@ _ALWAYS = w.AFD_POLL_ABORT | w.AFD_POLL_CONNECT_FAIL
 _READABLE = w.AFD_POLL_RECEIVE | w.AFD_POLL_RECEIVE_EXPEDITED | w.AFD_POLL_ACCEPT | w.AFD_POLL_DISCONNECT
 _INFO_SIZE = ffi.sizeof("AFD_POLL_INFO")
 _NO_TIMEOUT = 0x7FFFFFFFFFFFFFFF
+_MAX_TIMEOUT_MS = 2 ** 31 - 1
 _AFD_NAME = "\\Device\\Afd\\Danga"
 
 # The memory of requests that close() could not get back from the kernel:
@@ -293,6 +294,8 @@ class IocpPoller:
                     del self._regs[reg.fd]
 
     def poll(self, timeout_ms: int) -> List[int]:
+        if timeout_ms > _MAX_TIMEOUT_MS:  # what the C int of the other backends' waits refuses too
+            raise OverflowError(f"danga: poll timeout {timeout_ms} ms is out of range (at most {_MAX_TIMEOUT_MS})")
         deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
         ms = timeout_ms
         while True:
