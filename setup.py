@@ -2,6 +2,8 @@
 
 kqueue is built where the kernel has it (BSD, macOS) and, on Linux, only
 against libkqueue: ``LIBKQUEUE_PREFIX=/path/to/libkqueue pip install .``.
+On Windows nothing is compiled: the iocp backend binds kernel32, ntdll and
+ws2_32 at import time through cffi's ABI mode (danga/_winapi.py).
 """
 import os
 import sys
@@ -16,5 +18,8 @@ if sys.platform.startswith("linux"):
     builders.insert(0, "_build/epoll_build.py:ffibuilder")
 if kqueue_build.available():
     builders.insert(0, "_build/kqueue_build.py:ffibuilder")
+
+if sys.platform == "win32":
+    builders = []  # pure Python there: no compiler needed
 
 setup(cffi_modules=builders)

@@ -23,6 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
+from . import checks
+
+#: socket.AF_UNIX where the platform has it (not on Windows: local:// is POSIX-only there)
+AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
+
 SCHEMES = ("tcp", "tcp4", "tcp6", "tls", "tls4", "tls6", "udp", "udp4", "udp6", "local", "fifo", "anon", "fd")
 
 
@@ -63,6 +68,20 @@ def from_pair(pair: Any) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
+def require_posix(url: Where) -> None:
+    """Raise NotImplementedError on Windows for the kinds of URL it has no
+    equivalent of (local://, fifo://, fd://, anon:?type=pipe), before any
+    parsing complains about a Windows path."""
+    if not isinstance(url, str):
+        return
+    scheme, _, rest = url.partition(":")
+    scheme = scheme.lower()
+    if scheme in ("local", "fifo", "fd"):
+        checks.require_posix(f"{scheme}:// ({url!r})", "use tcp:// (or anon: for an in-process pair)")
+    elif scheme == "anon" and "type=pipe" in rest:
+        checks.require_posix(f"anon:?type=pipe ({url!r})", "use anon: for a socket pair")
+
+
 def parse(url: Where) -> Address:
     """Parse ``url`` (or a ``(host, port)`` pair); raise ValueError naming
     the URL and the part that is wrong."""
@@ -91,12 +110,12 @@ def parse(url: Where) -> Address:
             name = parts.netloc[1:] + parts.path
             if not name:
                 raise _bad(url, "empty abstract socket name after '@'")
-            return Address(url, scheme, socket.AF_UNIX, stype, b"\0" + name.encode(), options)
+            return Address(url, scheme, AF_UNIX, stype, b"\0" + name.encode(), options)
         if parts.netloc:
             raise _bad(url, f"host part {parts.netloc!r}: use local:///absolute/path or local://@abstract")
         if not parts.path:
             raise _bad(url, "no socket path")
-        return Address(url, scheme, socket.AF_UNIX, stype, parts.path, options)
+        return Address(url, scheme, AF_UNIX, stype, parts.path, options)
     if scheme == "fifo":
         if parts.netloc or not parts.path:
             raise _bad(url, "use fifo:///absolute/path")
@@ -104,7 +123,7 @@ def parse(url: Where) -> Address:
     if scheme == "anon":
         if kind not in ("", "socket", "pipe"):
             raise _bad(url, f"type={kind!r} (use socket or pipe)")
-        return Address(url, scheme, socket.AF_UNIX, socket.SOCK_STREAM, None, options)
+        return Address(url, scheme, AF_UNIX, socket.SOCK_STREAM, None, options)
     # fd://N
     text = parts.netloc or parts.path.lstrip("/")
     try:

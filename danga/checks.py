@@ -6,9 +6,33 @@ the message alone.
 """
 from __future__ import annotations
 
+import errno
+import sys
 from typing import Any, Dict
 
 MAX_READ = 1 << 20  # one read() returns at most this much (the buffer is allocated up front)
+
+
+def errno_name(err: int, default: str = "") -> str:
+    """The name of errno ``err`` (``default``, else the number, when it has
+    none); a Windows socket error by its POSIX name when it has one
+    (WSAECONNREFUSED -> ECONNREFUSED: Windows' errno module gives the two
+    one number and the WSA name), so that close reasons read the same
+    everywhere."""
+    name = errno.errorcode.get(err, default or str(err))
+    if name.startswith("WSAE") and hasattr(errno, name[3:]):
+        return name[3:]
+    return _WINDOWS_ONLY.get(name, name)
+
+
+_WINDOWS_ONLY = {"WSAESHUTDOWN": "EPIPE"}  # sending after shutdown(SHUT_WR): Linux says EPIPE
+
+
+def require_posix(what: str, instead: str = "") -> None:
+    """Raise NotImplementedError on Windows, where ``what`` has no equivalent."""
+    if sys.platform == "win32":
+        hint = f"; {instead}" if instead else ""
+        raise NotImplementedError(f"danga: {what} is POSIX-only and has no Windows equivalent{hint}")
 
 
 def wrappable_fd(sock: Any) -> int:

@@ -15,9 +15,13 @@ import socket as _socket
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import loop as _loop
+from .checks import errno_name
 from .pollers import WRITE
 from .sockstate import CONNECTING, Extras
 from .timers import cancel
+
+# connect_ex's "under way": EINPROGRESS, and WSAEWOULDBLOCK on Windows
+_IN_PROGRESS = {0, errno.EINPROGRESS, getattr(errno, "WSAEWOULDBLOCK", errno.EINPROGRESS)}
 
 
 class Connecting:
@@ -55,8 +59,8 @@ class Connecting:
         loop = _loop.current()
         if timeout is not None:
             self._extras().connect_timer = loop.add_timer(timeout, lambda: self._connect_failed("ETIMEDOUT"))
-        if error not in (0, errno.EINPROGRESS):
-            name = errno.errorcode.get(error, str(error))
+        if error not in _IN_PROGRESS:
+            name = errno_name(error)
             loop.add_timer(0, lambda: self._connect_failed(name))
 
     def _connect_finished(self) -> None:
@@ -64,7 +68,7 @@ class Connecting:
         if not err:  # a backend may have read, and so cleared, it first (kqueue over libkqueue)
             err = getattr(_loop.current().poller(), "socket_error", _no_error)(self.sock.fileno())
         if err:
-            self._connect_failed(errno.errorcode.get(err, str(err)))
+            self._connect_failed(errno_name(err))
             return
         self._Socket__state &= ~CONNECTING
         x = self._Socket__x

@@ -40,6 +40,7 @@ log = logging.getLogger("danga")
 
 Factory = Callable[[Any], Socket]
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # Windows has none: os.open's descriptors are not inherited there
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -53,7 +54,7 @@ class FdReserve:
 
     def take(self) -> None:
         if self.users == 0 and self.fd < 0:
-            self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            self.fd = os.open(os.devnull, os.O_RDONLY | _CLOEXEC)
         self.users += 1
 
     def drop(self) -> None:
@@ -74,7 +75,7 @@ class FdReserve:
         if self.fd >= 0:
             return
         try:
-            self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            self.fd = os.open(os.devnull, os.O_RDONLY | _CLOEXEC)
         except OSError:
             pass  # retried at the next shortage
 

@@ -112,6 +112,7 @@ class Loop:
         self._sweep = Sweep(self)  # idle and send timeouts, one timer for all
         # cross-thread wake-up: a pipe the loop watches, and callables to run
         self._wake_r = self._wake_w = -1
+        self._wake: Callable[[], object] = self._write_wake_pipe
         self._ready: Deque[Callable[[], object]] = deque()
         self._wake_pending = False
         self.passes = 0
@@ -125,9 +126,13 @@ class Loop:
         p = self._poller
         if p is None:
             p = self._poller = pollers.create()
-            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._wake_r, self._wake_w = r, w
-            p.register(r, READ)
+            wake = getattr(p, "wake", None)
+            if wake is not None:  # the backend ends its own wait (IOCP: a posted completion)
+                self._wake_r, self._wake = pollers.WAKE, wake
+            else:
+                r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                self._wake_r, self._wake_w = r, w
+                p.register(r, READ)
         return p
 
     # -- services --------------------------------------------------------------
@@ -156,15 +161,19 @@ class Loop:
         if not self._wake_pending:
             self._wake_pending = True
             try:
-                os.write(self._wake_w, b"\0")
+                self._wake()
             except (BlockingIOError, OSError):
                 pass  # already full of wake-ups, or the loop is gone
 
+    def _write_wake_pipe(self) -> None:
+        os.write(self._wake_w, b"\0")
+
     def _run_ready(self) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except (BlockingIOError, InterruptedError):
-            pass
+        if self._wake_r >= 0:
+            try:
+                os.read(self._wake_r, 4096)
+            except (BlockingIOError, InterruptedError):
+                pass
         self._wake_pending = False
         ready = self._ready
         while ready:

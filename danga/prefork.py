@@ -48,7 +48,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from . import addresses
+from . import addresses, checks
 from . import loop as _loop
 from .api import raise_fd_limit
 from .listener import Listener, drain
@@ -75,6 +75,7 @@ def serve(url: addresses.Where, factory: Callable[[Any], Any], processes: int = 
     no connection.  ``on_ready(port)`` runs in the master once the children
     are started (again after each reload).  ``listen_options`` go to each
     child's listener (``backlog`` to the shared socket)."""
+    checks.require_posix("serve() (it forks)", "run danga.listen() and danga.event_loop() in one process")
     if os.environ.get(ENV_PROBE) == "1":
         os._exit(0)  # a reload's probe: the new code got this far
     if processes < 1:
@@ -334,7 +335,7 @@ class _Master:
                 _loop.current().stop()
 
 
-_MASTER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+_MASTER_SIGNALS = {getattr(signal, n) for n in ("SIGHUP", "SIGTERM", "SIGINT") if hasattr(signal, n)}
 
 
 def _kill(pid: int, sig: int) -> None:

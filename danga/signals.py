@@ -7,14 +7,21 @@ so a signal that arrives just before the loop sleeps still wakes it, and the
 callbacks run on the loop's thread between events, where touching sockets
 is safe.  A forked child forgets all of this (the pipe is shared with the
 parent: a signal to the child must never reach the parent's loop).
+
+On Windows the loop watches sockets only, and ``set_wakeup_fd`` takes a
+socket there: the wake-up channel is a socket pair instead of a pipe.  Only
+SIGINT and SIGBREAK (the console's Ctrl-C and Ctrl-Break) can be handled;
+the other signals are POSIX-only.
 """
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import loop as _loop
 
@@ -30,7 +37,14 @@ class Signals:
 
     def __init__(self, loop: "_loop.Loop") -> None:
         self.loop = loop
-        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pair: Optional[Tuple[socket.socket, socket.socket]] = None
+        if sys.platform == "win32":
+            self.pair = socket.socketpair()
+            for sock in self.pair:
+                sock.setblocking(False)
+            self.r, self.w = self.pair[0].fileno(), self.pair[1].fileno()
+        else:
+            self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.callbacks: Dict[int, List[Callable[[int], object]]] = {}
         self.previous: Dict[int, Any] = {}
         self.previous_wakeup = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
@@ -51,7 +65,7 @@ class Signals:
 
     def _readable(self, mask: int) -> None:
         try:
-            data = os.read(self.r, 4096)
+            data = self.pair[0].recv(4096) if self.pair else os.read(self.r, 4096)
         except (BlockingIOError, InterruptedError):
             return
         for signum in data:
@@ -78,8 +92,12 @@ class Signals:
             self.loop.remove_other_fd(self.r)
         else:
             self.loop.other_fds.pop(self.r, None)
-        os.close(self.r)
-        os.close(self.w)
+        if self.pair:
+            for sock in self.pair:
+                sock.close()
+        else:
+            os.close(self.r)
+            os.close(self.w)
 
     def after_fork(self) -> None:
         """Signals in a forked child must not wake (or stop) the parent's loop."""
@@ -92,11 +110,17 @@ def _noop(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: the work happens in the loop pass."""
 
 
+_WINDOWS_SIGNALS = {int(getattr(signal, name)) for name in ("SIGINT", "SIGBREAK") if hasattr(signal, name)}
+
+
 def add_signal_handler(signum: int, callback: Callable[[int], object]) -> None:
     """Run ``callback(signum)`` on the loop's thread, in a loop pass, when
     ``signum`` arrives.  Must be called from the main thread.  The first
     handler for a signal replaces Python's (for SIGINT that means no
     KeyboardInterrupt; call ``danga.stop()`` from it instead)."""
+    if sys.platform == "win32" and signum not in _WINDOWS_SIGNALS:
+        raise ValueError(f"danga: a handler for signal {signum} is POSIX-only; on Windows only SIGINT "
+                         "and SIGBREAK (Ctrl-C, Ctrl-Break) can be handled")
     loop = _loop.current()
     loop.poller()
     loop.service("signals", Signals).add(signal.Signals(signum), callback)

@@ -33,7 +33,6 @@ pushed back, nothing queued).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import socket as _socket
 from time import monotonic
@@ -167,7 +166,7 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
 
     def _read_failed(self, e: OSError) -> None:
         self.__state |= EOF
-        reason = e.reason if isinstance(e, ChannelError) else errno.errorcode.get(e.errno or 0, "read_error")
+        reason = e.reason if isinstance(e, ChannelError) else checks.errno_name(e.errno or 0, "read_error")
         self._extras().read_error = reason
 
     def push_back_read(self, data: Union[bytes, bytearray, memoryview]) -> None:
@@ -338,7 +337,7 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
 
     def _write_failed(self, e: OSError, lost: int = 0) -> bool:
         """A send failed: close, counting ``lost`` (bytes never queued) with the queue as unsent."""
-        name = errno.errorcode.get(e.errno or 0, "")
+        name = checks.errno_name(e.errno or 0, "")
         reason = name if name in ("EPIPE", "ECONNRESET") else f"write_error: {name or e}"
         if isinstance(e, ChannelError):
             reason = e.reason

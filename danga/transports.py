@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from typing import Any, Dict, Set, Union
 
 from . import addresses, tlssocket
@@ -53,6 +54,7 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
     ``ssl_handshake_timeout`` (seconds; the class's attribute, 30 s, if not
     given) closes a client that does not finish in time."""
     _check_opts("listen", options, _LISTEN_OPTS)
+    addresses.require_posix(url)
     addr = addresses.parse(url)
     factory = _tls_listening(addr, factory, options)
     backlog = int(options.pop("backlog", 1024))
@@ -77,8 +79,8 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
         return obj
     unlink = None
     family: int
-    if addr.family == socket.AF_UNIX:
-        family, target = socket.AF_UNIX, addr.target
+    if addr.family == addresses.AF_UNIX:
+        family, target = addresses.AF_UNIX, addr.target
         if isinstance(target, str):
             _remove_stale_socket(target)
             unlink = target
@@ -86,7 +88,9 @@ def listen(url: addresses.Where, factory: Factory, **options: Any) -> Socket:
         family, target = addresses.resolve(addr, passive=True)
     sock = socket.socket(family, addr.type)
     try:
-        if family != socket.AF_UNIX:
+        if sys.platform == "win32":  # SO_REUSEADDR there lets another socket take a port in use
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        elif family != addresses.AF_UNIX:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -120,6 +124,7 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     certificate.  A failed handshake calls ``event_connect_failed("tls: ...")``
     and closes with that reason; ``ssl_handshake_timeout`` bounds it."""
     _check_opts("connect", options, _CONNECT_OPTS)
+    addresses.require_posix(url)
     addr = addresses.parse(url)
     tls_ctx = options.pop("ssl_context", None)
     tls_timeout = options.pop("ssl_handshake_timeout", None)
@@ -147,14 +152,14 @@ def connect(url: addresses.Where, factory: Factory, **options: Any) -> Any:
     if addr.scheme == "fd":
         return factory(_wrap_fd(addr.target))
     family: int
-    if addr.family == socket.AF_UNIX:
-        family, target = socket.AF_UNIX, addr.target
+    if addr.family == addresses.AF_UNIX:
+        family, target = addresses.AF_UNIX, addr.target
     else:
         family, target = addresses.resolve(addr, passive=False)
     sock = socket.socket(family, addr.type)
     try:
         sock.setblocking(False)
-        if addr.type == socket.SOCK_STREAM and family != socket.AF_UNIX and options.get("nodelay", True):
+        if addr.type == socket.SOCK_STREAM and family != addresses.AF_UNIX and options.get("nodelay", True):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(target)
         stream = tlssocket.wrapped(sock, tls_ctx, False, hostname) if tls_ctx is not None else None

@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from . import loop as _loop
-from .checks import refuse_internal_overrides
+from .checks import refuse_internal_overrides, require_posix
 from .connection import Connection
 from .framing import LengthPrefixed
 from .signals import run_loop
@@ -280,6 +280,7 @@ def start_worker(cls: Type[Worker], count: int = 1, name: Optional[str] = None,
                  on_message: Optional[Callable[[Any], object]] = None) -> str:
     """Fork ``count`` processes of worker class ``cls``; returns its name.
     Starting a name that already runs raises ValueError."""
+    require_posix("start_worker() (it forks)", "use danga.defer() for work off the loop's thread")
     if not (isinstance(cls, type) and issubclass(cls, Worker)):
         raise TypeError(f"danga: start_worker needs a Worker subclass, got {cls!r}")
     if count < 1:

@@ -2,6 +2,7 @@
 a listener that accepts into a given Socket class and remembers what it made."""
 import random
 import socket
+import struct
 import sys
 import threading
 from pathlib import Path
@@ -57,10 +58,19 @@ def listen(handler, url="tcp://127.0.0.1:0"):
 
 
 def pair():
-    """A connected AF_UNIX stream pair, both ends blocking (wrapping one in a
+    """A connected AF_UNIX stream pair (TCP on Windows), both ends blocking (wrapping one in a
     danga.Socket makes that end non-blocking)."""
     a, b = socket.socketpair()
     return a, b
+
+
+def hang_up(peer):
+    """Close ``peer`` so that the other end sees a hang-up (HUP).  Over
+    AF_UNIX a close is one; a TCP pair (socketpair() on Windows) needs a
+    reset, since its orderly close is a FIN, which reads as EOF."""
+    if peer.family != getattr(socket, "AF_UNIX", None):
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("hh", 1, 0))
+    peer.close()
 
 
 def pattern(n, seed=0):

@@ -123,6 +123,7 @@ def test_udp_echo_example():
         stop(proc)
 
 
+@pytest.mark.posix("local:// (Unix-domain sockets)")
 def test_unix_echo_example(tmp_path):
     path = str(tmp_path / "echo.sock")
     proc, _ = start("unix_echo.py", port_arg=("--path", path))
@@ -136,6 +137,7 @@ def test_unix_echo_example(tmp_path):
         stop(proc)
 
 
+@pytest.mark.posix("start_worker() (fork)")
 def test_worker_server_offloads_and_keeps_answering():
     proc, port = start("worker_server.py", "--workers", "2")
     try:

@@ -50,6 +50,7 @@ def get(port, path, method="GET", headers=None):
     return r.status, dict(r.getheaders()), body
 
 
+@pytest.mark.posix("examples/http_server.py opens files with O_CLOEXEC and sends them with os.sendfile")
 def test_static_files_and_keep_alive(web):
     port, root = web
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -61,6 +62,7 @@ def test_static_files_and_keep_alive(web):
     c.close()
 
 
+@pytest.mark.posix("examples/http_server.py opens files with O_CLOEXEC and sends them with os.sendfile")
 def test_head_ranges_and_errors(web):
     port, root = web
     status, headers, body = get(port, "/4k.bin", "HEAD")
@@ -99,6 +101,7 @@ def test_malformed_requests_get_400_or_431_and_a_close(web):
     assert raw(port, b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 3000).startswith(b"HTTP/1.1 431 ")
 
 
+@pytest.mark.posix("examples/http_server.py opens files with O_CLOEXEC and sends them with os.sendfile")
 def test_pipelined_requests_are_answered_in_order(web):
     port, root = web
     req = b"GET /sub/index.html HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -126,6 +129,7 @@ def test_curl(web):
     assert code.stdout in ("403", "404")
 
 
+@pytest.mark.posix("examples/http_server.py opens files with O_CLOEXEC and sends them with os.sendfile")
 def test_a_thousand_concurrent_clients(web):
     port, root = web
     socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(1000)]
@@ -194,6 +198,7 @@ def rss_kib(pid):
     return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0])
 
 
+@pytest.mark.posix("reads /proc/PID/status")
 def test_proxy_applies_backpressure_to_a_slow_client(backends, docroot, backend):
     payload = os.urandom(1 << 20) * 48  # 48 MiB
     (docroot / "huge.bin").write_bytes(payload)
@@ -251,6 +256,7 @@ def test_pipelined_requests_any_split(reqs, cuts):
     assert [(r.method, r.target, r.body) for r in out] == [(m, "/" + t, b) for m, t, b in reqs]
 
 
+@pytest.mark.posix("examples/http_server.py opens files with O_CLOEXEC and sends them with os.sendfile")
 def test_a_changed_small_file_is_served_fresh_after_the_cache_ttl(web):
     port, root = web
     (root / "note.txt").write_text("first")

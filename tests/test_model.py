@@ -341,6 +341,7 @@ DGRAM_OPS = st.one_of(
 )
 
 
+@pytest.mark.posix("AF_UNIX datagrams")
 @SETTINGS
 @given(program=st.lists(DGRAM_OPS, max_size=40))
 @example(program=[("write", 0)])  # sent today

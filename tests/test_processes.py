@@ -72,6 +72,7 @@ def test_call_from_thread_wakes_a_blocked_loop():
 # -- signals --------------------------------------------------------------------------------
 
 
+@pytest.mark.posix("SIGUSR1")
 def test_signal_while_blocked_in_the_wait():
     got = []
 
@@ -92,7 +93,10 @@ def test_ctrl_c_ends_the_loop_cleanly_and_it_can_run_again():
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT does not have Python's default handler in this process")
     stopped = []
-    threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    if sys.platform == "win32":  # os.kill(pid, SIGINT) is TerminateProcess there; raise_signal runs the handler
+        threading.Timer(0.1, signal.raise_signal, args=(signal.SIGINT,)).start()
+    else:
+        threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGINT)).start()
     guard = danga.add_timer(10, lambda: stopped.append("guard") or danga.stop())
     danga.event_loop()  # returns: no KeyboardInterrupt from wherever the interpreter was
     guard.cancel()
@@ -103,6 +107,7 @@ def test_ctrl_c_ends_the_loop_cleanly_and_it_can_run_again():
     run(lambda: ran)
 
 
+@pytest.mark.posix("fork and SIGTERM")
 def test_a_signal_to_a_forked_child_never_reaches_the_parent():
     got = []
     danga.add_signal_handler(signal.SIGTERM, lambda s: got.append(s))
@@ -144,6 +149,7 @@ def squarer():
     workers.stop_workers()
 
 
+@pytest.mark.posix("forked workers")
 def test_worker_replies_from_its_own_process_with_a_fresh_loop(squarer):
     replies = []
     for n in range(6):
@@ -155,6 +161,7 @@ def test_worker_replies_from_its_own_process_with_a_fresh_loop(squarer):
     assert all(r[2] == 1 for r in replies)  # only its own channel in the child's loop
 
 
+@pytest.mark.posix("forked workers")
 def test_worker_exception_goes_to_the_errback(squarer):
     errors = []
     workers.ask_worker(squarer, "raise", errback=errors.append)
@@ -162,6 +169,7 @@ def test_worker_exception_goes_to_the_errback(squarer):
     assert isinstance(errors[0], workers.WorkerError) and "ZeroDivisionError: bad request" in str(errors[0])
 
 
+@pytest.mark.posix("forked workers")
 def test_worker_crash_fails_pending_requests_and_is_restarted(squarer):
     before = set(workers.workers()[squarer])
     errors, replies = [], []
@@ -176,6 +184,7 @@ def test_worker_crash_fails_pending_requests_and_is_restarted(squarer):
     run(lambda: len(replies) == 4)
 
 
+@pytest.mark.posix("forked workers")
 def test_reply_to_a_connection_packet_style(squarer):
     class Asker(danga.Connection):
         def worker_receive(self, reply):
@@ -190,6 +199,7 @@ def test_reply_to_a_connection_packet_style(squarer):
     b.close()
 
 
+@pytest.mark.posix("forked workers")
 def test_starting_a_running_worker_is_an_error(squarer):
     with pytest.raises(ValueError, match="already running"):
         workers.start_worker(Squarer)
@@ -227,6 +237,7 @@ def children_of(pid):
         return []
 
 
+@pytest.mark.posix("serve() (fork)")
 def test_serve_restarts_children_and_stops_gracefully_losing_nothing():
     master = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT], stdout=subprocess.PIPE, text=True,
                               cwd=str(ROOT))

@@ -292,6 +292,7 @@ def test_ipv6_address_helpers():
     lst.close()
 
 
+@pytest.mark.posix("local:// (Unix-domain sockets)")
 def test_unix_address_helpers(tmp_path):
     path = str(tmp_path / "sock")
     lst = listen(Echo, f"local://{path}")

@@ -1,6 +1,7 @@
 """listen()/connect() for every URL scheme, the listener, datagrams."""
 import os
 import socket
+import sys
 
 import pytest
 
@@ -159,6 +160,7 @@ def test_accepts_are_bounded_per_pass():
 # -- UNIX --------------------------------------------------------------------------------
 
 
+@pytest.mark.posix("local:// (Unix-domain sockets)")
 def test_local_stream_and_cleanup(tmp_path):
     path = tmp_path / "s.sock"
     lst = danga.listen(f"local://{path}", Echo)
@@ -170,6 +172,7 @@ def test_local_stream_and_cleanup(tmp_path):
     assert not path.exists()  # the listener removes its socket file
 
 
+@pytest.mark.posix("local:// (Unix-domain sockets)")
 def test_local_stale_socket_file_is_replaced(tmp_path):
     path = str(tmp_path / "stale.sock")
     s = socket.socket(socket.AF_UNIX)
@@ -179,6 +182,7 @@ def test_local_stale_socket_file_is_replaced(tmp_path):
     lst.close()
 
 
+@pytest.mark.posix("local://@ (Linux abstract sockets)")
 def test_local_abstract():
     name = f"danga-test-{os.getpid()}-{id(object())}"
     lst = danga.listen(f"local://@{name}", Echo)
@@ -211,6 +215,7 @@ class DgramClient(danga.DatagramSocket):
             self.got.append(data)
 
 
+@pytest.mark.posix("local:// (Unix-domain sockets)")
 def test_local_dgram_keeps_boundaries(tmp_path):
     srv_path = tmp_path / "d.sock"
     srv = danga.listen(f"local://{srv_path}?type=dgram", DgramEcho)
@@ -264,6 +269,7 @@ def test_udp_queued_datagrams_are_not_merged():
 Reader = Collector
 
 
+@pytest.mark.posix("fifo:// (named pipes)")
 def test_fifo_reader_and_writer(tmp_path):
     path = tmp_path / "fifo"
     reader = danga.listen(f"fifo://{path}", Reader)
@@ -278,11 +284,13 @@ def test_fifo_reader_and_writer(tmp_path):
     reader.close()
 
 
+@pytest.mark.posix("fifo:// (named pipes)")
 def test_fifo_connect_without_reader_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="nobody is reading"):
         danga.connect(f"fifo://{tmp_path / 'lonely'}", danga.Socket)
 
 
+@pytest.mark.posix("fifo:// (named pipes)")
 def test_fifo_path_that_is_not_a_fifo(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
@@ -297,6 +305,10 @@ def test_anon_socketpair_and_pipe():
     run(lambda: bytes(b.got) == b"to b")
     a.close()
     run(lambda: b.closed)
+    if sys.platform == "win32":
+        with pytest.raises(NotImplementedError, match="POSIX-only"):
+            danga.connect("anon:?type=pipe", Reader)
+        return
     r, w = danga.connect("anon:?type=pipe", Reader)
     r.watch_read(True)
     w.write(b"through a pipe")
@@ -305,6 +317,7 @@ def test_anon_socketpair_and_pipe():
     run(lambda: r.closed)
 
 
+@pytest.mark.posix("fd:// (descriptors)")
 def test_fd_url_wraps_an_existing_descriptor():
     rfd, wfd = os.pipe()
     r = danga.connect(f"fd://{rfd}", Reader)
@@ -315,6 +328,7 @@ def test_fd_url_wraps_an_existing_descriptor():
     assert bytes(r.got) == b"via fd"
 
 
+@pytest.mark.posix("fd:// (descriptors)")
 def test_fd_url_of_a_listening_socket_makes_a_listener():
     s = socket.create_server(("127.0.0.1", 0))
     port = s.getsockname()[1]

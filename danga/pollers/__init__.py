@@ -3,13 +3,16 @@
 The automatic order depends on the platform:
 
 * on the BSDs and macOS: kqueue, then poll;
+* on Windows: iocp (socket readiness from a completion port, through
+  cffi's ABI mode: nothing compiled; ``danga/_winapi.py``);
 * on Linux: epoll, then poll.  kqueue on Linux is libkqueue's emulation
   over epoll, built only on request (``LIBKQUEUE_PREFIX=... pip install .``)
   and never chosen by itself: ``DANGA_POLLER=kqueue`` (or
   ``create("kqueue")``) picks it.  ``available()`` still lists it, last, so
   that the test suite runs on it too.
 
-Each backend module is the only importer of its compiled cffi module.
+Each backend module is the only importer of its compiled cffi module (iocp:
+of ``danga._winapi``, its declarations).
 """
 from __future__ import annotations
 
@@ -18,14 +21,15 @@ import os
 import sys
 from typing import Callable, List, Tuple
 
-from .base import ERR, HUP, READ, WRITE, Poller
+from .base import ERR, HUP, READ, WAKE, WRITE, Poller
 
-__all__ = ["READ", "WRITE", "ERR", "HUP", "Poller", "available", "create"]
+__all__ = ["READ", "WRITE", "ERR", "HUP", "WAKE", "Poller", "available", "create"]
 
 _BACKENDS = {
     "kqueue": ("danga.pollers.kqueue", "KqueuePoller"),
     "epoll": ("danga.pollers.epoll", "EpollPoller"),
     "poll": ("danga.pollers.poll", "PollPoller"),
+    "iocp": ("danga.pollers.iocp", "IocpPoller"),
 }
 
 
@@ -33,6 +37,8 @@ def _orders(platform: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """(chosen automatically, best first; used only when named) on ``platform``."""
     if platform.startswith("linux"):
         return ("epoll", "poll"), ("kqueue",)
+    if platform == "win32":
+        return ("iocp",), ()
     return ("kqueue", "epoll", "poll"), ()
 
 

@@ -9,7 +9,10 @@ kernel's interest set and translates masks, and that is all:
   can fill it in one call and the loop can walk it with ``zip(it, it)``);
 * ``channel(sock)``: the object the socket's bytes go through (see
   ``danga.contract.ByteChannel``); the readiness backends return ``sock``;
-* ``close()``.
+* ``close()``;
+* optionally ``wake()``, callable from any thread: a backend that has one
+  ends its wait itself (IOCP posts a completion) and reports the wake-up as
+  ``(WAKE, READ)``; the loop uses it instead of a wake-up pipe.
 
 ``danga/contract.py`` holds the other half of the loop's contracts: what
 the loop calls on a socket and what a socket may call on the loop.
@@ -32,6 +35,10 @@ READ = 1
 WRITE = 4
 ERR = 8
 HUP = 16
+
+#: The descriptor a backend that wakes its own wait (``wake()``, IOCP) reports
+#: for a wake-up; never a real descriptor.
+WAKE = -2
 
 
 class Poller(Protocol):
