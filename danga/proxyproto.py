@@ -70,7 +70,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import loop as _loop
-from .addresses import format_address
+from .addresses import AF_UNIX, format_address
 from .socket import Socket
 
 log = logging.getLogger("danga")
@@ -103,10 +103,10 @@ _V2_FAMILIES = {
     0x12: (socket.AF_INET, socket.SOCK_DGRAM, 12),
     0x21: (socket.AF_INET6, socket.SOCK_STREAM, 36),
     0x22: (socket.AF_INET6, socket.SOCK_DGRAM, 36),
-    0x31: (socket.AF_UNIX, socket.SOCK_STREAM, 216),
-    0x32: (socket.AF_UNIX, socket.SOCK_DGRAM, 216),
+    0x31: (AF_UNIX, socket.SOCK_STREAM, 216),
+    0x32: (AF_UNIX, socket.SOCK_DGRAM, 216),
 }
-_FAMILY_NAMES: Dict[int, str] = {socket.AF_INET: "TCP4", socket.AF_INET6: "TCP6", socket.AF_UNIX: "UNIX",
+_FAMILY_NAMES: Dict[int, str] = {socket.AF_INET: "TCP4", socket.AF_INET6: "TCP6", AF_UNIX: "UNIX",
                                  socket.AF_UNSPEC: "UNSPEC"}
 
 _NOT_TEXT = re.compile(rb"[^\x20-\x7e]")
@@ -357,7 +357,7 @@ class HeaderParser:
         elif family == socket.AF_INET6:
             src = (socket.inet_ntop(family, block[0:16]), int.from_bytes(block[32:34], "big"), 0, 0)
             dst = (socket.inet_ntop(family, block[16:32]), int.from_bytes(block[34:36], "big"), 0, 0)
-        elif family == socket.AF_UNIX:
+        elif family == AF_UNIX:
             src, dst = _unix_address(block[:108]), _unix_address(block[108:])
         tlvs = _parse_tlvs(bytes(buf[:total]), V2_FIXED + need)
         self.result = ProxyHeader(2, "PROXY", family, stype, src, dst, tlvs, b"", b"")

@@ -335,6 +335,7 @@ def test_protocol_flow_control_pause_reading_and_write_buffer_size():
     run(main())
 
 
+@pytest.mark.posix("AF_UNIX streams")
 def test_create_unix_server_and_connection(tmp_path):
     async def main():
         path = str(tmp_path / "aio.sock")
@@ -389,6 +390,7 @@ def test_getaddrinfo_runs_in_the_executor():
     assert run(main()) == {80}
 
 
+@pytest.mark.posix("POSIX signals")
 def test_add_signal_handler_shares_dangas_signal_pipe():
     async def main():
         loop = asyncio.get_running_loop()
@@ -703,6 +705,7 @@ def test_asyncio_work_waits_without_spinning_while_plain_danga_runs():
         b.close()
 
 
+@pytest.mark.posix("asyncio subprocess pipes on the selector loop")
 def test_subprocesses_with_pipes():
     async def main():
         proc = await asyncio.create_subprocess_exec(

@@ -2,7 +2,6 @@
 with --body-min-rate, --keepalive-timeout) and its shedding of connections
 not yet productive, driven by real sockets against the example process."""
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+resource = pytest.importorskip("resource", reason="POSIX-only: descriptor limits (RLIMIT_NOFILE)")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "http_server.py"
 

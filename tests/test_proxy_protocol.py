@@ -10,7 +10,10 @@ import struct
 import threading
 
 import pytest
-import trustme
+try:
+    import trustme
+except ImportError:  # (not under Wine: its cryptography does not load there)
+    trustme = None
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -115,6 +118,7 @@ def test_v1_unknown_carries_no_addresses(line):
     assert not h.proxied
 
 
+@pytest.mark.posix("AF_UNIX addresses")
 def test_v2_tcp4_tcp6_unix_udp():
     h = parse_all(v2_tcp4() + REQUEST)
     assert (h.version, h.command, h.family, h.type) == (2, "PROXY", socket.AF_INET, socket.SOCK_STREAM)
@@ -411,6 +415,7 @@ def read_until_closed(c):
     ("v2-tcp6", ("2001:db8::7", "[2001:db8::7]:4242", ("2001:db8::7", 4242, 0, 0), "[2001:db8::1]:443")),
     ("v2-unix", (None, "/run/client.sock", "/run/client.sock", "/run/server.sock")),
 ])
+@pytest.mark.posix("local:// listeners among the cases")
 def test_header_and_request_in_one_send(server, name, peer):
     """The client sends header and request in one send and then waits: the
     request reaches the object (nothing of the header, nothing lost), which
@@ -484,6 +489,7 @@ def test_header_split_in_two_at_every_boundary_through_the_reader(server, name):
     assert server.listener.accepted == len(header) - 1
 
 
+@pytest.mark.posix("local:// listeners")
 def test_local_listener_sees_the_header_s_family(server, tmp_path):
     """A TCP client relayed to a local:// listener: the addresses are IP ones."""
     path = str(tmp_path / "pp.sock")
@@ -589,6 +595,8 @@ def test_a_factory_that_raises_closes_the_connection(server):
 
 @pytest.fixture(scope="module")
 def certs():
+    if trustme is None:
+        pytest.skip("trustme is not installed")
     ca = trustme.CA()
     return ca, ca.issue_cert("localhost", "127.0.0.1")
 

@@ -6,7 +6,6 @@ pressure" without touching this process's descriptor limit; the tests with a
 real limit of 64 run the server in a child process started with that limit."""
 import gc
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import danga
 from danga import shedding
 
 from .helpers import run, run_for
+
+resource = pytest.importorskip("resource", reason="POSIX-only: descriptor limits (RLIMIT_NOFILE)")
 
 
 class Request(danga.Socket):

@@ -15,7 +15,6 @@ pytest-xdist runs them beside the rest of the suite.
 """
 import os
 import re
-import resource
 import shutil
 import socket
 import subprocess
@@ -28,6 +27,8 @@ from typing import List, Optional, Tuple
 import pytest
 
 from .test_http_timeouts import EXAMPLE, start_http, stop
+
+resource = pytest.importorskip("resource", reason="POSIX-only: descriptor limits (RLIMIT_NOFILE)")
 
 SLOWHTTPTEST = shutil.which("slowhttptest")
 NOFILE = 1024  # the server's descriptor limit
