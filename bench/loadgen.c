@@ -138,27 +138,7 @@ static long rss_kib(int pid) {
     return v;
 }
 
-static int dial(const char *host, int port, int nonblock) {
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    inet_pton(AF_INET, host, &sa.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    for (int tries = 0; connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0; tries++) {
-        if (tries > 50) { close(fd); return -1; }
-        usleep(20000);
-        close(fd);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if (nonblock) fcntl(fd, F_SETFL, O_NONBLOCK);
-    return fd;
-}
-
-/* One blocking connect attempt (LOADGEN_CHURN): -1 if refused or failed. */
+/* One blocking connect attempt: the descriptor (blocking), or -1 if refused or failed. */
 static int dial_once(const char *host, int port) {
     struct sockaddr_in sa = {0};
     sa.sin_family = AF_INET;
@@ -169,8 +149,17 @@ static int dial_once(const char *host, int port) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) { close(fd); return -1; }
-    fcntl(fd, F_SETFL, O_NONBLOCK);
-    connections++;
+    return fd;
+}
+
+/* Connect, retrying for about a second while the server starts. */
+static int dial(const char *host, int port, int nonblock) {
+    int fd;
+    for (int tries = 0; (fd = dial_once(host, port)) < 0; tries++) {
+        if (tries > 50) return -1;
+        usleep(20000);
+    }
+    if (nonblock) fcntl(fd, F_SETFL, O_NONBLOCK);
     return fd;
 }
 
@@ -429,23 +418,29 @@ static void queue_msg(conn_t *c, double t) {
     c->pending += SIZE;
 }
 
-/* LOADGEN_CHURN: close c and make a new connection in its place (a plain TCP one). */
+/* Watch c and send its first INFLIGHT messages. */
+static void start_messages(int ep, conn_t *c, double t) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    for (int k = 0; k < INFLIGHT; k++) queue_msg(c, t);
+    flush(ep, c);
+}
+
+/* LOADGEN_CHURN: close c and make a new connection in its place (a plain TCP
+ * one), with one connect attempt at a time: a refusal is counted, not hidden. */
 static void replace(int ep, conn_t *c, const char *host, int port, double t) {
     close(c->fd);
     c->pending = c->sent_off = c->got = c->recv_off = c->done = 0;
     c->head = c->count = 0;
     c->want_out = 0;
-    for (;;) {
-        c->fd = dial_once(host, port);
-        if (c->fd >= 0) break;
+    while ((c->fd = dial_once(host, port)) < 0) {
         refused++;
         errors++;
         usleep(1000);
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-    for (int k = 0; k < INFLIGHT; k++) queue_msg(c, t);
-    flush(ep, c);
+    fcntl(c->fd, F_SETFL, O_NONBLOCK);
+    connections++;
+    start_messages(ep, c, t);
 }
 
 int main(int argc, char **argv) {
@@ -506,10 +501,7 @@ int main(int argc, char **argv) {
         connections++;
         if (tls_ctx && tls_handshake_wait(c) < 0) { fprintf(stderr, "TLS handshake failed\n"); return 1; }
         c->stamps = calloc(INFLIGHT, sizeof(double));
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-        for (int k = 0; k < INFLIGHT; k++) queue_msg(c, t);
-        flush(ep, c);
+        start_messages(ep, c, t);
     }
 
     struct epoll_event evs[1024];

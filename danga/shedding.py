@@ -36,6 +36,8 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
+from . import loop as _loop
+
 if TYPE_CHECKING:
     from .loop import Loop
 
@@ -104,8 +106,6 @@ class Unproductive:
 
 def registry() -> Unproductive:
     """This loop's marks."""
-    from . import loop as _loop
-
     return _loop.current().service("unproductive", Unproductive)
 
 
