@@ -52,15 +52,19 @@ def loadgen(tmp_path_factory):
 
 class Lines:
     """A stream's lines, read by a thread (so that a wait has a timeout and
-    no line is lost in a buffer between selects)."""
+    no line is lost in a buffer between selects).  The thread owns the
+    stream and closes it at EOF: closing it from the test while the thread
+    reads would wait for that read, forever if a child that outlived its
+    master keeps the pipe open."""
 
     def __init__(self, stream):
         self.q = queue.Queue()
         threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
 
     def _pump(self, stream):
-        for line in stream:
-            self.q.put(line)
+        with stream:
+            for line in stream:
+                self.q.put(line)
         self.q.put("")
 
     def next(self, timeout=20):
@@ -109,7 +113,6 @@ def test_ten_reloads_under_load_drop_nothing(backend, tmp_path, loadgen):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        master.stdout.close()
 
 
 def test_children_stop_when_the_master_is_killed(backend, tmp_path):
@@ -128,7 +131,6 @@ def test_children_stop_when_the_master_is_killed(backend, tmp_path):
     finally:
         master.kill()
         master.wait()
-        master.stdout.close()
     deadline = time.monotonic() + 15
     while any(Path(f"/proc/{k}").exists() and "Z" not in _state(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -175,8 +177,6 @@ def test_new_code_that_fails_to_start_is_reported_and_the_old_goes_on(backend, t
         if master.poll() is None:
             master.kill()
             master.wait()
-        master.stdout.close()
-        master.stderr.close()
 
 
 ACTIVATED = """
@@ -215,8 +215,6 @@ def test_socket_activation_hands_over_the_listening_socket(backend, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_listen_fds_ignores_descriptors_meant_for_another_process(monkeypatch):
