@@ -1,22 +1,27 @@
 """The example servers against the real thing, each pair in the same run.
 
     python bench/real_servers.py            # writes bench/out/real_servers.md
+    python bench/real_servers.py aiohttp    # only the named pairs (resp http gearman memcached aiohttp)
 
 * RESP: examples/resp_server.py vs redis-server, redis-benchmark -t ping,set,get -c 50, with and without -P 16;
 * HTTP: examples/http_server.py vs Perlbal, wrk -c 50 on a 4 KiB file with keep-alive;
 * Gearman: examples/gearman_server.py vs the C gearmand, foreground jobs per second (gearman_load.py);
 * memcached: examples/memcached_server.py vs memcached -t 1, memcaslap (memaslap) -c 50, 90% get of 1 KiB
-  values, single-key and 10-key gets.
+  values, single-key and 10-key gets;
+* aiohttp: one aiohttp "hello" app on stock asyncio, uvloop and danga.aio, wrk -c 50, rounds interleaved,
+  requests per second and the server's CPU per request.
 
 Servers are pinned to CPU 0 and the load tools to CPU 1.  A pair whose
 tools are missing is skipped with a line saying what to install.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,6 +104,12 @@ def bench_resp(lines: list) -> None:
               "redis-benchmark, 50 clients; requests per second (higher is better).", "",
               "| test | pipeline | redis-server | danga resp_server | ratio |", "|---|---:|---:|---:|---:|"]
     lines += rows + [""]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port: int, path: str, seconds: int = 5) -> float:
@@ -205,9 +216,46 @@ def bench_memcached(lines: list) -> None:
     lines += rows + [""]
 
 
+AIOHTTP_LOOPS = ("asyncio", "uvloop", "danga")
+
+
+def bench_aiohttp(lines: list, rounds: int = 3, seconds: int = 5) -> None:
+    missing = [m for m in ("aiohttp", "uvloop") if importlib.util.find_spec(m) is None]
+    if missing or not shutil.which("wrk"):
+        lines.append(f"- skipped aiohttp: needs {' '.join(missing) or 'wrk'} (pip install aiohttp uvloop; "
+                     "apt-get install wrk)\n")
+        return
+    got: dict = {name: [] for name in AIOHTTP_LOOPS}
+    for _ in range(rounds):
+        for name in AIOHTTP_LOOPS:
+            port = free_port()
+            srv = Server([PY, str(HERE / "servers" / "aiohttp_hello.py"), "--port", str(port), "--loop", name], port)
+            try:
+                wrk(port, "/", 1)  # warm-up
+                # CPU of the server process itself (pinned(0) starts it through taskset, which execs it)
+                before = cpu_seconds(srv.proc.pid)
+                rps = wrk(port, "/", seconds)
+                cpu = cpu_seconds(srv.proc.pid) - before
+            finally:
+                srv.stop()
+            got[name].append((rps, cpu / max(rps * seconds, 1) * 1e6))
+    med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for n, v in got.items()}
+    base = med["asyncio"]
+    lines += ['## aiohttp "hello": stock asyncio, uvloop, danga.aio', "",
+              f"bench/servers/aiohttp_hello.py, wrk -t1 -c50 for {seconds} s, keep-alive; {rounds} interleaved rounds,"
+              " medians; server CPU µs per request from /proc.", "",
+              "| loop | requests/s | CPU µs/request | requests/s × asyncio | CPU × asyncio |",
+              "|---|---:|---:|---:|---:|"]
+    label = {"asyncio": "asyncio", "uvloop": "uvloop", "danga": "danga.aio"}
+    lines += [f"| {label[n]} | {r:,.0f} | {c:.1f} | {r / base[0]:.2f} | {c / base[1]:.2f} |"
+              for n, (r, c) in med.items()] + [""]
+
+
 def main() -> None:
+    parts = (bench_resp, bench_http, bench_gearman, bench_memcached, bench_aiohttp)
+    wanted = sys.argv[1:]  # e.g. "aiohttp resp": only those pairs
     lines: list = []
-    for part in (bench_resp, bench_http, bench_gearman, bench_memcached):
+    for part in (p for p in parts if not wanted or p.__name__.removeprefix("bench_") in wanted):
         try:
             part(lines)
         except Exception as e:  # one pair failing does not lose the others

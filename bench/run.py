@@ -69,6 +69,7 @@ def servers() -> dict:
             {},
             None if has_module("uvloop") else "uvloop is not installed (pip install uvloop)",
         ),
+        "danga-aio": ([PY, str(s / "asyncio_echo.py"), "--danga", "--port", "{port}"], {}, None),
         "asyncio": ([PY, str(s / "asyncio_echo.py"), "--port", "{port}"], {}, None),
         "perl-danga": (
             ["perl", str(s / "perl_danga_echo.pl"), "--port", "{port}"],

@@ -3,7 +3,7 @@
 Each block is a whole program.  It runs in its own interpreter with two
 stand-ins so that it ends by itself and never takes a fixed port: listening
 addresses get port 0 (a free port, so tests can run in parallel), and
-``event_loop()`` first connects a client to every listener, sends a line,
+``event_loop()`` (and ``danga.aio.event_loop()``) first connects a client to every listener, sends a line,
 waits for the server's reply, then stops the loop.  A block passes when it
 exits cleanly and every server it started answered.
 """
@@ -37,7 +37,7 @@ def create_server(address, *args, **kw):  # for programs that accept by hand
     _servers.append(sock)
     return sock
 
-def event_loop():
+def _probe(run):
     replies = []
     clients = []
     for s in _servers:
@@ -59,12 +59,19 @@ def event_loop():
 
     t = danga.add_periodic_timer(0.02, poll)
     guard = danga.add_timer(10, danga.stop)
-    _run()
+    run()
     t.cancel()
     guard.cancel()
     for c in clients:
         c.close()
     assert len(set(replies)) == len(clients), "a server in this block did not answer"
+
+def event_loop():
+    _probe(_run)
+
+import danga.aio
+_aio_run = danga.aio.event_loop
+danga.aio.event_loop = lambda: _probe(_aio_run)
 
 danga.listen, danga.event_loop, danga.EventLoop = listen, event_loop, event_loop
 _socket.create_server = create_server

@@ -1,4 +1,5 @@
-"""asyncio Protocol echo; --uvloop runs the same protocol on uvloop."""
+"""asyncio Protocol echo; --uvloop runs the same protocol on uvloop, --danga on
+danga.aio (the asyncio loop whose waiting and passes are danga's)."""
 import argparse
 import asyncio
 import socket
@@ -22,10 +23,17 @@ async def main(port):
 if __name__ == "__main__":  # asyncio_tls_echo.py imports Echo
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--uvloop", action="store_true")
+    loop = ap.add_mutually_exclusive_group()
+    loop.add_argument("--uvloop", action="store_true")
+    loop.add_argument("--danga", action="store_true")
     args = ap.parse_args()
     if args.uvloop:
         import uvloop
 
-        uvloop.install()
-    asyncio.run(main(args.port))
+        uvloop.run(main(args.port))
+    elif args.danga:
+        import danga.aio
+
+        danga.aio.run(main(args.port))
+    else:
+        asyncio.run(main(args.port))
