@@ -3,6 +3,7 @@
     python bench/run.py                 # full run (about 10 minutes)
     python bench/run.py --quick         # one short round, to check the set-up
     python bench/run.py --servers danga-epoll,c-epoll --scenarios 64B
+    python bench/run.py --no-real --no-windows   # only the echo servers on Linux
 
 One server at a time, on loopback; the server is pinned to CPU 0 and the
 load generator (bench/loadgen.c, compiled here) to CPU 1.  The figure that
@@ -192,6 +193,7 @@ def main() -> None:
     ap.add_argument("--scenarios", default="", help="comma-separated subset")
     ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--no-real", action="store_true", help="skip the example servers vs redis/Perlbal/gearmand")
+    ap.add_argument("--no-windows", action="store_true", help="skip the Windows section under Wine (bench/windows.py)")
     ap.add_argument("--replot", action="store_true", help="only redraw the chart from bench/out/results.json")
     ap.add_argument("--baseline", default="",
                     help="another danga checkout (with its cffi modules built) to run as danga-epoll-baseline, "
@@ -253,6 +255,10 @@ def main() -> None:
                 r["ratio"] = r["cpu_us"] / floor[i]["cpu_us"]
     if not args.no_real:
         subprocess.run([PY, str(HERE / "real_servers.py")], check=False)
+    windows = OUT / "windows.md"
+    windows.unlink(missing_ok=True)  # only this run's figures go into the report
+    if not args.no_windows:  # it says what to install when Wine or the Windows CPython is missing
+        subprocess.run([PY, str(HERE / "windows.py"), *(["--quick"] if args.quick else [])], check=False)
     json_path = OUT / "results.json"
     json_path.write_text(json.dumps({f"{n}|{s}": rows for (n, s), rows in results.items()}, indent=1))
     write_report(Path(args.output), usable, scen, results, args, [n for n in names if n not in usable], all_servers)
@@ -320,6 +326,9 @@ def write_report(path: Path, names, scen, results, args, skipped, all_servers) -
     if real.exists():
         lines += ["# The example servers against the real ones", "", "From `python bench/real_servers.py`, run by"
                   " `run.py` in the same session.", "", real.read_text()]
+    windows = OUT / "windows.md"
+    if windows.exists():
+        lines += [windows.read_text()]
     notes = HERE / "optimisations.md"
     if notes.exists():
         lines.append(notes.read_text())
