@@ -130,7 +130,7 @@ def main() -> None:
 
 def write_report(path: Path, results: dict, args) -> None:
     lines = [
-        "## Windows, under Wine: danga-iocp against asyncio's ProactorEventLoop",
+        "# Windows, under Wine: danga-iocp against asyncio's ProactorEventLoop",
         "",
         "From `python bench/windows.py`.  **These are Wine figures, not Windows figures:** both servers run on",
         "the same Windows CPython (3.13, from .ci/windows-setup) under Wine 8 on the Linux machine above, so",
