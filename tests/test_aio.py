@@ -961,3 +961,51 @@ def test_a_connection_reset_before_connection_made_still_calls_it_first():
         assert protocol.events[0] == "made" and protocol.events[-1] == "lost"
 
     run(main())
+
+
+def test_a_hang_up_while_reading_is_paused_loses_no_data():
+    """Both directions shut while the protocol has paused reading: epoll reports a
+    hang-up with data still unread in the kernel.  All of it, then the EOF, must reach
+    the protocol before connection_lost (closing at the hang-up lost the tail)."""
+    payload = pattern(100_000)  # fits in loopback's socket buffers: the peer's sendall returns
+
+    class Paused(asyncio.Protocol):
+        def __init__(self, done):
+            self.done, self.data, self.eof = done, bytearray(), False
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.data += data
+            self.transport.pause_reading()  # after the first chunk: the rest waits in the kernel
+
+        def eof_received(self):
+            self.eof = True
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            done = loop.create_future()
+            transport, proto = await loop.create_connection(lambda: Paused(done), *srv.getsockname()[:2])
+            peer, _ = srv.accept()
+            with peer:
+                peer.sendall(payload)
+                transport.write_eof()
+                peer.shutdown(socket.SHUT_WR)
+                for _ in range(50):  # the hang-up comes while reading is paused
+                    await asyncio.sleep(0.01)
+                    if done.done():
+                        break
+                if not transport.is_closing():
+                    transport.resume_reading()
+                exc = await asyncio.wait_for(done, BOUND)
+        return exc, bytes(proto.data), proto.eof
+
+    exc, data, eof = run(main())
+    assert exc is None
+    assert len(data) == len(payload) and data == payload
+    assert eof

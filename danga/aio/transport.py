@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from .eventloop import DangaEventLoop
 
 # What one read asks the kernel for.  Not asyncio's 256 KiB: recv(262144) made the
-# server's CPU per 64 B echoed message 4.4x the C floor (sys time 25 us/msg against 6.6),
-# recv(65536) 1.27x, same run (bench/run.py, 64B scenario); 64 KiB is also what danga's
-# examples read.
+# server's CPU per 64 B echoed message 4.4x the C floor (glibc maps, shrinks and unmaps a
+# 256 KiB block for every read), recv(65536) 1.27x, same run (bench/run.py, 64B).  A size
+# growing to 1 MiB while reads come back full bought nothing measurable at 1 MiB.
 _MAX_READ = 64 * 1024
 
 
@@ -61,16 +61,31 @@ class _ProtocolSocket(Socket):
     def event_read(self) -> None:
         data = self.read(_MAX_READ)
         if data:
-            try:
-                self.deliver(data)  # the protocol's data_received (see SocketTransport._set_deliver)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self.transport._fatal(exc, "data_received() raised")
+            self._hand_over(data)
         elif data is None:
             self.transport._eof()
 
+    def _hand_over(self, data: bytes) -> None:
+        try:
+            self.deliver(data)  # the protocol's data_received (see SocketTransport._set_deliver)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.transport._fatal(exc, "data_received() raised")
+
     def event_hup(self) -> None:
+        # Both directions are shut, yet data may still wait in the kernel, and a hang-up is
+        # reported even while reading is paused: hand over what is left (at most the socket's
+        # receive buffer, even to a paused protocol) and the EOF, then close.  Closing at once
+        # lost the tail of a transfer whose reader had paused (asyncio's own transports read
+        # a hang-up as readable).
+        while not self.closed:
+            data = self.read(_MAX_READ)
+            if not data:
+                if data is None:
+                    self.transport._eof()
+                break
+            self._hand_over(data)
         self.close("event_hup")
 
     def event_err(self) -> None:
