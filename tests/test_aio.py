@@ -963,6 +963,9 @@ def test_a_connection_reset_before_connection_made_still_calls_it_first():
     run(main())
 
 
+@pytest.mark.xfail(sys.platform == "win32", strict=True,
+                   reason="under Wine's IOCP the EOF after both half-closes never reaches the resumed reader "
+                          "(with or without the hang-up fix): open in the Windows issue")
 def test_a_hang_up_while_reading_is_paused_loses_no_data():
     """Both directions shut while the protocol has paused reading: epoll reports a
     hang-up with data still unread in the kernel.  All of it, then the EOF, must reach
@@ -992,7 +995,7 @@ def test_a_hang_up_while_reading_is_paused_loses_no_data():
             done = loop.create_future()
             transport, proto = await loop.create_connection(lambda: Paused(done), *srv.getsockname()[:2])
             peer, _ = srv.accept()
-            with peer:
+            try:
                 peer.sendall(payload)
                 transport.write_eof()
                 peer.shutdown(socket.SHUT_WR)
@@ -1003,6 +1006,11 @@ def test_a_hang_up_while_reading_is_paused_loses_no_data():
                 if not transport.is_closing():
                     transport.resume_reading()
                 exc = await asyncio.wait_for(done, BOUND)
+            finally:
+                peer.close()
+                if not done.done():
+                    transport.abort()
+                    await done
         return exc, bytes(proto.data), proto.eof
 
     exc, data, eof = run(main())
