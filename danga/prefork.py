@@ -149,6 +149,7 @@ class _Master:
 
     def spawn(self) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
+        master = os.getpid()  # read here: a child asking getppid() after a quick SIGKILL would get the reaper
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -156,7 +157,7 @@ class _Master:
                 os.close(r)
                 for other in self.starting.values():
                     os.close(other)
-                _child(self.sock, self.factory, self.grace, dict(self.listen_options), w)
+                _child(self.sock, self.factory, self.grace, dict(self.listen_options), w, master)
             except BaseException:
                 log.exception("danga: serve() child failed")
                 code = 1
@@ -346,7 +347,7 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def _child(sock: socket.socket, factory: Callable[[Any], Any], grace: float, listen_options: Dict[str, Any],
-           ready: int) -> None:
+           ready: int, master: int) -> None:
     _loop.reset(close_inherited=True)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)  # a reloaded master forks with them blocked
     Listener(sock, factory, **listen_options)
@@ -360,7 +361,6 @@ def _child(sock: socket.socket, factory: Callable[[Any], Any], grace: float, lis
     add_signal_handler(signal.SIGTERM, drain_and_stop)
     add_signal_handler(signal.SIGINT, lambda s: None)  # the master decides (Ctrl-C reaches the whole group)
     add_signal_handler(signal.SIGHUP, lambda s: None)  # the master reloads; a terminal's hang-up is its to take
-    master = os.getppid()
 
     def orphaned() -> None:  # the master was killed (SIGKILL): stop as if told to, do not serve forever
         if os.getppid() != master:
