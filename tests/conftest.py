@@ -2,14 +2,16 @@
 leak check: no sockets left in the loop, no live timers, and the process's
 descriptor count back to where it started.
 
-On Windows (the iocp backend, run under Wine by .ci/windows-test) the
-descriptor count is the number of open ``socket.socket`` objects (Wine has
-no handle count to ask), and a test marked ``posix("why")`` is skipped with
-a reason that says it is POSIX-only."""
+On Windows (the iocp backend, run under Wine by .ci/windows-test) Wine has
+no handle count to ask, so the check looks for open ``socket.socket``
+objects that did not exist when the test started (a socket of an earlier
+test that is freed during this one is not this test's leak), and a test
+marked ``posix("why")`` is skipped with a reason that says it is POSIX-only."""
 import gc
 import os
 import socket
 import sys
+import weakref
 
 import pytest
 
@@ -20,11 +22,26 @@ BACKENDS = pollers.available()
 WINDOWS = sys.platform == "win32"
 
 
-def _fd_count() -> int:
-    if WINDOWS:
-        gc.collect()
-        return sum(1 for s in gc.get_objects() if isinstance(s, socket.socket) and s.fileno() >= 0)
-    return len(os.listdir("/proc/self/fd"))
+def _open_sockets() -> list:
+    gc.collect()
+    return [s for s in gc.get_objects() if isinstance(s, socket.socket) and s.fileno() >= 0]
+
+
+class _Descriptors:
+    """What was open when a test started; ``leaked()`` says what is open now
+    that was not (Linux: the descriptor count; Windows: new socket objects)."""
+
+    def __init__(self):
+        if WINDOWS:
+            self.sockets = weakref.WeakSet(_open_sockets())
+        else:
+            self.count = len(os.listdir("/proc/self/fd"))
+
+    def leaked(self):
+        if WINDOWS:
+            return [s for s in _open_sockets() if s not in self.sockets]
+        now = len(os.listdir("/proc/self/fd"))
+        return [] if now == self.count else [f"{now} descriptors open, {self.count} before"]
 
 
 def pytest_configure(config):
@@ -45,7 +62,7 @@ def pytest_collection_modifyitems(config, items):
 def backend(request, monkeypatch):
     monkeypatch.setenv("DANGA_POLLER", request.param)
     danga.reset()
-    before = _fd_count()
+    before = _Descriptors()
     yield request.param
     loop = danga.loop.current()
     leftover = [s for s in loop.descriptor_map.values() if not s.closed]
@@ -53,4 +70,5 @@ def backend(request, monkeypatch):
     danga.reset()
     assert not leftover, f"sockets left open: {leftover}"
     assert live_timers == 0, f"{live_timers} live timers left"
-    assert _fd_count() == before, "descriptor leak"
+    leaked = before.leaked()
+    assert not leaked, f"descriptor leak: {leaked}"
