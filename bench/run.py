@@ -48,6 +48,11 @@ def has_kqueue() -> bool:
     return any((ROOT / "danga").glob("_ffi_kqueue*"))
 
 
+def has_io_uring() -> bool:
+    """Whether danga's io_uring backend was compiled in this checkout."""
+    return any((ROOT / "danga").glob("_ffi_uring*"))
+
+
 # name -> (command with {port}, extra environment, why it is unavailable or None)
 # A name ending in "-2proc" is a pre-forked server: it is not pinned, and the
 # CPU time of all its processes is counted.
@@ -62,6 +67,11 @@ def servers() -> dict:
             [PY, echo, "--port", "{port}"],
             {"DANGA_POLLER": "kqueue"},
             None if has_kqueue() else "kqueue is not built (on Linux: LIBKQUEUE_PREFIX=... pip install -e .)",
+        ),
+        "danga-io_uring": (
+            [PY, echo, "--port", "{port}"],
+            {"DANGA_POLLER": "io_uring"},
+            None if has_io_uring() else "io_uring is not built (apt-get install liburing-dev; pip install -e .)",
         ),
         "danga-serve-2proc": ([PY, str(s / "danga_serve_echo.py"), "--port", "{port}", "--processes", "2"], {}, None),
         "stdlib-epoll": ([PY, str(s / "stdlib_epoll_echo.py"), "--port", "{port}"], {}, None),

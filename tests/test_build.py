@@ -8,7 +8,8 @@ from danga import pollers
 from danga.pollers import ERR, HUP, READ, WRITE
 
 
-@pytest.mark.parametrize("module", ["danga._ffi_epoll", "danga._ffi_poll", "danga._ffi_kqueue"])
+@pytest.mark.parametrize("module", ["danga._ffi_epoll", "danga._ffi_poll", "danga._ffi_kqueue",
+                                    "danga._ffi_uring"])
 def test_masks_agree_with_python(module):
     try:
         lib = importlib.import_module(module).lib

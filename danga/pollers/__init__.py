@@ -9,7 +9,10 @@ The automatic order depends on the platform:
   over epoll, built only on request (``LIBKQUEUE_PREFIX=... pip install .``)
   and never chosen by itself: ``DANGA_POLLER=kqueue`` (or
   ``create("kqueue")``) picks it.  ``available()`` still lists it, last, so
-  that the test suite runs on it too.
+  that the test suite runs on it too.  io_uring (where liburing was found
+  at build time) is chosen only by name as well: ``DANGA_POLLER=io_uring``.
+  Where the kernel refuses io_uring (seccomp, the sysctl, an old kernel)
+  that name gets epoll, with one log line saying why.
 
 Each backend module is the only importer of its compiled cffi module (iocp:
 of ``danga._winapi``, its declarations).
@@ -17,11 +20,14 @@ of ``danga._winapi``, its declarations).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
-from typing import Callable, List, Tuple
+from typing import Callable, List, Set, Tuple
 
 from .base import ERR, HUP, READ, WAKE, WRITE, Poller
+
+log = logging.getLogger("danga")
 
 __all__ = ["READ", "WRITE", "ERR", "HUP", "WAKE", "Poller", "available", "create"]
 
@@ -30,19 +36,21 @@ _BACKENDS = {
     "epoll": ("danga.pollers.epoll", "EpollPoller"),
     "poll": ("danga.pollers.poll", "PollPoller"),
     "iocp": ("danga.pollers.iocp", "IocpPoller"),
+    "io_uring": ("danga.pollers.io_uring", "IoUringPoller"),
 }
 
 
 def _orders(platform: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """(chosen automatically, best first; used only when named) on ``platform``."""
     if platform.startswith("linux"):
-        return ("epoll", "poll"), ("kqueue",)
+        return ("epoll", "poll"), ("io_uring", "kqueue")
     if platform == "win32":
         return ("iocp",), ()
     return ("kqueue", "epoll", "poll"), ()
 
 
 _ORDER, _BY_NAME_ONLY = _orders(sys.platform)
+_warned: Set[str] = set()  # backends whose refusal was logged (once per process)
 
 
 def _load(name: str) -> Callable[[], Poller]:
@@ -51,16 +59,23 @@ def _load(name: str) -> Callable[[], Poller]:
     return backend
 
 
+def _refusal(backend: Callable[[], Poller]) -> str:
+    """Why the kernel refuses a backend that was built ("" if it does not)."""
+    refused: Callable[[], str] = getattr(backend, "refused", lambda: "")
+    return refused()
+
+
 def available() -> List[str]:
     """The backends this machine can use: the automatic ones best first, then
-    those used only when named (kqueue on Linux)."""
+    those used only when named (io_uring and kqueue on Linux)."""
     names = []
     for name in _ORDER + _BY_NAME_ONLY:
         try:
-            _load(name)
+            backend = _load(name)
         except ImportError:
             continue
-        names.append(name)
+        if not _refusal(backend):
+            names.append(name)
     return names
 
 
@@ -74,7 +89,14 @@ def create(name: str = "") -> Poller:
         if name not in _BACKENDS:
             choices = ", ".join(_ORDER + _BY_NAME_ONLY)
             raise ValueError(f"danga: unknown poller {name!r} (DANGA_POLLER); choose one of {choices}")
-        return _load(name)()
+        backend = _load(name)
+        why = _refusal(backend)
+        if why and name != "epoll":
+            if name not in _warned:
+                _warned.add(name)
+                log.warning("danga: the kernel refuses %s (%s); using epoll instead", name, why)
+            return _load("epoll")()
+        return backend()
     for candidate in _ORDER:
         try:
             return _load(candidate)()
