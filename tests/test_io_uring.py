@@ -6,12 +6,15 @@ the ring adds on top: level-triggered reports from one-shot polls re-armed
 each pass, generations (a cancelled poll's completion never reaches the
 next owner of its fd number), the file really closing after
 ``unregister`` (an armed poll holds it), and the fall-back to epoll with one
-log line where the kernel refuses io_uring.  Each test makes a ring of its
+log line where the kernel refuses io_uring (for real, under a seccomp
+filter in a child process).  Each test makes a ring of its
 own, whatever the fixture's backend.
 """
 import logging
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -105,15 +108,46 @@ def test_a_number_closed_behind_its_back_is_reported_as_an_error(ring):
 
 def test_refused_io_uring_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
     from danga.pollers import io_uring
-    monkeypatch.setattr(io_uring, "_refused", "Operation not permitted")  # what seccomp or the sysctl give
+    monkeypatch.setattr(io_uring, "_refused", "io_uring_setup: Operation not permitted")  # the sysctl's refusal
     monkeypatch.setattr(pollers, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="danga"):
         first, second = pollers.create("io_uring"), pollers.create("io_uring")
     try:
         assert first.name == second.name == "epoll"
         lines = [r.getMessage() for r in caplog.records]
-        assert lines == ["danga: the kernel refuses io_uring (Operation not permitted); using epoll instead"]
+        assert lines == ["danga: the kernel refuses io_uring (io_uring_setup: Operation not permitted); "
+                         "using epoll instead"]
         assert "io_uring" not in pollers.available()
     finally:
         first.close()
         second.close()
+
+
+SECCOMP_CHILD = r"""
+import ctypes, logging, struct, sys
+# A seccomp filter that makes io_uring_setup fail with EPERM, as container runtimes do (x86-64 numbers).
+LD_NR, JEQ, RET = 0x20, 0x15, 0x06
+prog = [(LD_NR, 0, 0, 0), (JEQ, 0, 1, 425), (RET, 0, 0, 0x00050000 | 1), (RET, 0, 0, 0x7FFF0000)]
+buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in prog))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(Fprog(len(prog), ctypes.addressof(buf))), 0, 0) == 0, ctypes.get_errno()
+logging.basicConfig(stream=sys.stdout, format="%(message)s")
+from danga import pollers
+print("available:", pollers.available())
+print("got:", pollers.create("io_uring").name, pollers.create("io_uring").name)
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter uses x86-64 system call numbers")
+def test_a_kernel_that_refuses_io_uring_gets_epoll_and_one_log_line():
+    """A real refusal: a child process whose seccomp filter fails io_uring_setup with EPERM."""
+    out = subprocess.run([sys.executable, "-c", SECCOMP_CHILD], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "available: ['epoll', 'poll']", lines
+    assert lines[1:] == ["danga: the kernel refuses io_uring (io_uring_setup: Operation not permitted); "
+                         "using epoll instead",
+                         "got: epoll epoll"], lines

@@ -126,5 +126,5 @@ def _refusal() -> str:
             IoUringPoller().close()
             _refused = ""
         except OSError as exc:
-            _refused = exc.strerror or str(exc)
+            _refused = f"io_uring_setup: {os.strerror(exc.errno)}" if exc.errno else str(exc)
     return _refused
