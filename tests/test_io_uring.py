@@ -12,6 +12,7 @@ own, whatever the fixture's backend.
 """
 import logging
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -141,7 +142,7 @@ print("got:", pollers.create("io_uring").name, pollers.create("io_uring").name)
 """
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter uses x86-64 system call numbers")
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter uses x86-64 system call numbers")
 def test_a_kernel_that_refuses_io_uring_gets_epoll_and_one_log_line():
     """A real refusal: a child process whose seccomp filter fails io_uring_setup with EPERM."""
     out = subprocess.run([sys.executable, "-c", SECCOMP_CHILD], capture_output=True, text=True, timeout=60)
