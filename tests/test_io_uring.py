@@ -24,7 +24,9 @@ from danga.pollers import READ, WRITE
 
 BUILT = "io_uring" in pollers.available()
 pytestmark = pytest.mark.skipif(
-    not BUILT, reason="io_uring not built or refused here: apt-get install liburing-dev, then pip install -e .")
+    not BUILT,
+    reason="io_uring is Linux-only" if not sys.platform.startswith("linux")
+    else "io_uring not built or refused here: apt-get install liburing-dev, then pip install -e .")
 
 
 @pytest.fixture
