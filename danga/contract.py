@@ -16,18 +16,22 @@ Three protocols:
 * ``ByteChannel``: the seam through which a socket's bytes come and go.
   ``Socket`` never calls ``recv``/``send``/``sendmsg`` on ``self.sock``
   directly but on the channel the poller backend gave it
-  (``Poller.channel(sock)``).  The readiness backends (epoll, poll, kqueue)
-  hand back the socket itself, so this costs nothing.  A completion backend
-  (IOCP, io_uring) hands back its own object instead: ``recv`` returns bytes
-  that a completed receive already delivered (``BlockingIOError`` when none
-  are waiting, with the next receive already posted), and ``send``/
-  ``sendmsg`` copy into a buffer submitted in a batch at the end of the pass
-  and return how much they took (fewer bytes when that buffer is full, which
-  is the backend's flow control).  Its readiness events mean "the channel
-  has bytes" and "the channel has room".  Neither ``Socket`` nor the write
-  queue need a branch for it: they already treat every short send as "the
-  rest waits for WRITE".  The loop's ``release`` unregisters the fd before
-  closing the socket, which is where such a backend cancels what it posted.
+  (``Poller.channel(sock, direct)``).  The readiness backends (epoll, poll,
+  kqueue) hand back the socket itself, so this costs nothing; IOCP hands
+  back the socket's own bound methods with a gathering ``sendmsg``.  A
+  completion backend hands back its own object instead (io_uring's
+  ``RecvChannel``): ``recv`` returns bytes that a completed receive already
+  delivered (``BlockingIOError`` when none are waiting and a receive is
+  armed), and its READ event means "the channel has bytes".  A backend may
+  also take sends (copy into a buffer submitted with the wait, and return
+  how much it took: fewer bytes when that buffer is full, which is the
+  backend's flow control); io_uring's channel sends with the socket's own
+  ``send`` today.  Neither ``Socket`` nor the write queue need a branch for
+  it: they already treat every short send as "the rest waits for WRITE".
+  The loop's ``release`` unregisters the fd before closing the socket,
+  which is where such a backend cancels what it posted.  A socket that
+  reads its descriptor itself (it peeks) asks for ``direct``, and gets the
+  socket whatever the backend.
 
 Masks are ``danga.pollers`` ``READ``/``WRITE``/``ERR``/``HUP``.
 """
@@ -117,8 +121,9 @@ class LoopSide(Protocol):
     #: the monotonic time the current pass began
     now: float
 
-    def channel(self, sock: Any) -> ByteChannel:
-        """The channel ``sock``'s bytes go through (see ``ByteChannel``)."""
+    def channel(self, sock: Any, direct: bool = False) -> ByteChannel:
+        """The channel ``sock``'s bytes go through (see ``ByteChannel``);
+        ``direct``: the socket reads its descriptor itself (``Socket.reads_descriptor``)."""
 
     def add_socket(self, obj: SocketSide, mask: int) -> None:
         """Register ``obj`` (its fd) with interest ``mask``."""

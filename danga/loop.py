@@ -191,8 +191,8 @@ class Loop:
 
     # -- sockets (contract.LoopSide) ------------------------------------------
 
-    def channel(self, sock: Any) -> ByteChannel:
-        return self.poller().channel(sock)
+    def channel(self, sock: Any, direct: bool = False) -> ByteChannel:
+        return self.poller().channel(sock, direct)
 
     def add_socket(self, obj: SocketSide, mask: int) -> None:
         fd = obj.fd

@@ -43,9 +43,8 @@ is readable at once (poll and level-triggered epoll report data that was
 already there).  A header cut into pieces costs no spin: everything peeked
 before the header's end is header, and it is consumed each time, so the
 descriptor is readable again only when new bytes arrive.  Peeking needs
-the descriptor itself, as the readiness backends (epoll, poll, kqueue)
-hand it out; a completion backend would have to read into the parser and
-pass what it read past the header to the factory's stream.
+the descriptor itself, so the reader says so (``reads_descriptor``): a
+completion backend (io_uring) then leaves its bytes in the kernel too.
 
 Addresses
 ---------
@@ -460,6 +459,7 @@ class HeaderReader(Socket):
     ``"proxy_protocol: <what was wrong>"`` or ``"proxy_timeout"``."""
 
     __slots__ = ("parser", "then")
+    reads_descriptor = True  # it peeks, and hands the descriptor on with the bytes after the header unread
 
     def __init__(self, conn: socket.socket, timeout: float, then: Callable[[socket.socket], Optional[Any]],
                  max_v2_length: int = MAX_V2_LENGTH) -> None:

@@ -100,6 +100,11 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
     write_buffer_limit: Optional[int] = 64 * 1024 * 1024
     flush_on_eof_close: bool = True
     close_linger: float = 30.0
+    #: True for a socket that reads its descriptor itself (it peeks with
+    #: ``MSG_PEEK``, or hands the descriptor on with bytes still unread, as the
+    #: PROXY header reader does): its bytes then stay in the kernel until read,
+    #: where a completion backend (io_uring) would otherwise receive them ahead
+    reads_descriptor: bool = False
 
     def __init__(self, sock: _socket.socket) -> None:
         fd = checks.wrappable_fd(sock)
@@ -108,7 +113,7 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
         self.sock: Any = sock  # a socket.socket, or an FdStream for pipes; None once closed
         self.fd = fd
         self.closed = False
-        self.__io: Any = loop.channel(sock)  # where the bytes go: see danga.contract.ByteChannel
+        self.__io: Any = loop.channel(sock, self.reads_descriptor)  # where the bytes go: danga.contract.ByteChannel
         self.__mask = 0
         self.__wq: Any = None  # None, a WriteQueue, or _CLOSED
         self.__state = 0
@@ -458,7 +463,7 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
         if not isinstance(sock, _socket.socket):
             return True  # a pipe cannot be peeked at: assume there is some
         try:
-            return bool(sock.recv(1, _socket.MSG_PEEK))
+            return bool(self.__io.recv(1, _socket.MSG_PEEK))  # the channel's: it may hold bytes
         except OSError:
             return False
 

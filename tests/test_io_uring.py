@@ -16,11 +16,15 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
+import danga
 from danga import pollers
 from danga.pollers import READ, WRITE
+
+from .helpers import pair, pattern, run, run_for
 
 BUILT = "io_uring" in pollers.available()
 pytestmark = pytest.mark.skipif(
@@ -154,3 +158,166 @@ def test_a_kernel_that_refuses_io_uring_gets_epoll_and_one_log_line():
     assert lines[1:] == ["danga: the kernel refuses io_uring (io_uring_setup: Operation not permitted); "
                          "using epoll instead",
                          "got: epoll epoll"], lines
+
+
+# -- receives completed by the ring (RecvChannel) ------------------------------------
+# These run danga Sockets on the loop, so only under the io_uring parameter of
+# conftest's backend fixture.
+
+
+@pytest.fixture
+def uring_loop(backend):
+    if backend != "io_uring":
+        pytest.skip("the loop runs on another backend in this parameter")
+    if not danga.loop.current().poller().completes_receives:
+        pytest.skip("this kernel has no provided-buffer rings (Linux 5.19+)")
+
+
+class Sipper(danga.Socket):
+    """Reads ``size`` bytes per event, keeping them in ``got``."""
+
+    def __init__(self, sock, size=3, reading=True):
+        super().__init__(sock)
+        self.size, self.got, self.events, self.eof = size, bytearray(), 0, False
+        self.watch_read(reading)
+
+    def event_read(self):
+        self.events += 1
+        if self.size:
+            data = self.read(self.size)
+            if data is None:
+                self.eof = True
+                self.watch_read(False)
+            elif data:
+                self.got += data
+
+
+def channel_of(s):
+    return s._Socket__io
+
+
+def test_a_connected_stream_socket_receives_through_the_ring(uring_loop):
+    from danga.pollers.io_uring import RecvChannel
+    a, b = pair()
+    with b:
+        s = Sipper(a)
+        assert isinstance(channel_of(s), RecvChannel)
+        lst = danga.listen("tcp://127.0.0.1:0", lambda c: None)
+        try:
+            assert not isinstance(channel_of(lst), RecvChannel)  # a listening socket keeps readiness
+        finally:
+            lst.close()
+        s.close()
+
+
+def test_bytes_left_in_the_channel_are_offered_again_until_read(uring_loop):
+    """Level-triggered over a buffer: one send, read 3 bytes per event, all of it arrives in order."""
+    a, b = pair()
+    with b:
+        s = Sipper(a, size=3)
+        b.sendall(b"0123456789")
+        run(lambda: len(s.got) == 10)
+        assert bytes(s.got) == b"0123456789"
+        assert s.events >= 4
+        b.shutdown(socket.SHUT_WR)
+        run(lambda: s.eof)  # EOF after all the data
+        s.close()
+
+
+def test_a_channel_that_is_not_read_stops_receiving(uring_loop):
+    """The ring's flow control: a socket that never reads holds at most about
+    HOLD bytes (plus what one wait received), and the peer's sends then wait in the
+    kernel, as with readiness; reading resumes the flow, in order."""
+    from danga.pollers import io_uring
+    a, b = pair()
+    with b:
+        b.setblocking(False)
+        s = Sipper(a, size=0)  # reading, but event_read takes nothing
+        sent = 0
+        chunk = pattern(65536)
+        stalled = 0
+        while sent < 64 << 20 and stalled < 20:
+            try:
+                sent += b.send(chunk[sent % 65536:] + chunk[:sent % 65536])
+                stalled = 0
+            except BlockingIOError:
+                stalled += 1
+                run_for(0.01)
+        ch = channel_of(s)
+        held = len(ch.buf) + ch.queued
+        assert ch.held and held >= io_uring.HOLD
+        assert sent < 32 << 20, f"the peer sent {sent} bytes into a socket that reads nothing"
+        s.size = 1 << 20
+        got = sent
+
+        def drained():
+            nonlocal got
+            return len(s.got) == got
+        run(drained, timeout=30)
+        assert bytes(s.got) == (chunk * (sent // 65536 + 1))[:sent]
+        s.close()
+
+
+def test_received_bytes_never_reach_the_next_owner_of_the_number(uring_loop):
+    a, b = pair()
+    s = Sipper(a, size=0)
+    fd = s.fd
+    b.sendall(b"old")
+    run(lambda: len(channel_of(s).buf) == 3)  # received by the ring, unread
+    b.sendall(b"more")  # perhaps received too, perhaps in flight
+    s.close()
+    b.close()
+    c, d = pair()
+    with d:
+        if c.fileno() != fd:
+            os.dup2(c.fileno(), fd)
+            c.close()
+            c = socket.socket(fileno=fd)
+        t = Sipper(c, size=100)
+        d.sendall(b"new")
+        run(lambda: len(t.got) >= 3)
+        run_for(0.05)
+        assert bytes(t.got) == b"new"
+        t.close()
+
+
+def test_a_stolen_socket_keeps_the_bytes_the_ring_received(uring_loop):
+    a, b = pair()
+    with b:
+        s = Sipper(a, size=0)
+        b.sendall(b"hello")
+        run(lambda: channel_of(s).buf == b"hello")  # in the channel, not in the kernel
+        raw = s.steal_socket()
+        t = Sipper(raw, size=100)
+        run(lambda: len(t.got) == 5)
+        assert bytes(t.got) == b"hello"
+        t.close()
+
+
+def test_a_socket_that_reads_its_descriptor_itself_keeps_its_bytes_in_the_kernel(uring_loop):
+    class Peeker(Sipper):
+        reads_descriptor = True
+
+    a, b = pair()
+    with b:
+        s = Peeker(a, size=0)
+        assert channel_of(s) is a
+        b.sendall(b"peek")
+        run(lambda: s.events)
+        assert a.recv(10, socket.MSG_PEEK) == b"peek"
+        s.close()
+
+
+def test_read_without_read_interest_takes_what_the_kernel_has(uring_loop):
+    a, b = pair()
+    with b:
+        s = Sipper(a, reading=False)
+        b.sendall(b"now")
+        time.sleep(0.05)
+        assert s.read(10) == b"now"  # no receive armed: the socket's own recv
+        s.watch_read(True)
+        b.sendall(b"later")
+        s.size = 10
+        run(lambda: len(s.got) == 5)
+        assert bytes(s.got) == b"later"
+        s.close()

@@ -7,7 +7,7 @@ kernel's interest set and translates masks, and that is all:
 * ``poll(timeout_ms)`` waits once and returns the ready descriptors as a flat
   list ``[fd, mask, fd, mask, ...]`` (pairs, flattened so that the C helper
   can fill it in one call and the loop can walk it with ``zip(it, it)``);
-* ``channel(sock)``: the object the socket's bytes go through (see
+* ``channel(sock, direct)``: the object the socket's bytes go through (see
   ``danga.contract.ByteChannel``); the readiness backends return ``sock``;
 * ``close()``;
 * optionally ``wake()``, callable from any thread: a backend that has one
@@ -62,8 +62,12 @@ class Poller(Protocol):
         """Wait up to ``timeout_ms`` (-1 forever, 0 not at all) and return the
         ready ``[fd, mask, ...]`` pairs.  EINTR is retried with the time left."""
 
-    def channel(self, sock: Any) -> ByteChannel:
-        """What ``sock``'s bytes go through (``recv``/``send``/``sendmsg``)."""
+    def channel(self, sock: Any, direct: bool = False) -> ByteChannel:
+        """What ``sock``'s bytes go through (``recv``/``send``/``sendmsg``).
+
+        ``direct``: the socket reads its descriptor itself (it peeks, or hands
+        the descriptor on before its bytes are read), so its bytes must stay
+        in the kernel until read: a completion backend gives ``sock``."""
 
     def close(self) -> None:
         """Release the backend's own descriptor, if it has one."""

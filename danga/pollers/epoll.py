@@ -60,7 +60,7 @@ class EpollPoller:
                         "epoll_wait")
         return self._unpack(self._out, n + n)
 
-    def channel(self, sock: Any) -> Any:
+    def channel(self, sock: Any, direct: bool = False) -> Any:
         return sock  # readiness: the socket's own recv/send
 
     def close(self) -> None:

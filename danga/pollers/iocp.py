@@ -362,7 +362,7 @@ class IocpPoller:
         if port is not None:
             kernel32.PostQueuedCompletionStatus(port, 0, 0, ffi.NULL)
 
-    def channel(self, sock: Any) -> Any:
+    def channel(self, sock: Any, direct: bool = False) -> Any:
         """The socket's own calls, through ``SocketChannel`` (which adds the
         ``sendmsg`` Windows sockets lack, and POSIX error numbers)."""
         return SocketChannel(sock) if isinstance(sock, socket.socket) else sock

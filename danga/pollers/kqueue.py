@@ -289,7 +289,7 @@ class KqueuePoller:
         socket's error alone, and then both say the same."""
         return self._sockerrs.get(fd, 0)
 
-    def channel(self, sock: Any) -> Any:
+    def channel(self, sock: Any, direct: bool = False) -> Any:
         return sock  # readiness: the socket's own recv/send
 
     def close(self) -> None:

@@ -82,7 +82,7 @@ class PollPoller:
         ready = ffi.unpack(self._out, n + n)
         return ready
 
-    def channel(self, sock: Any) -> Any:
+    def channel(self, sock: Any, direct: bool = False) -> Any:
         return sock  # readiness: the socket's own recv/send
 
     def close(self) -> None:
