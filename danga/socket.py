@@ -44,7 +44,7 @@ from .connecting import Connecting
 from .contract import ChannelError
 from .perl import SocketSpellings
 from .pollers import ERR, HUP, READ, WRITE
-from .sockstate import AUTO_WRITE, CONNECTING, EOF, HUP_WAITS, LINGER, PARKED, Extras
+from .sockstate import AUTO_WRITE, BIG_READS, CONNECTING, EOF, HUP_WAITS, LINGER, PARKED, Extras
 from .timers import cancel
 from .tlssocket import SocketTls
 from .writequeue import IOV_MAX, WriteQueue
@@ -52,6 +52,15 @@ from .writequeue import IOV_MAX, WriteQueue
 log = logging.getLogger("danga")
 
 MAX_READ = checks.MAX_READ
+# What read(n) asks the kernel for when n is larger: READ_SMALL, and READ_BIG
+# after a read that came back full, until one returns less than READ_SMALL.
+# A recv allocates its whole count up front, and glibc serves counts over
+# 128 KiB with mmap: asked of every small message, 256 KiB costs a mapping
+# and its page faults per read (3x the CPU of a 64 B echo, measured); asked
+# only while data keeps coming, it takes a 1 MiB message in 4 reads, not 16
+# (bench/optimisations.md).
+READ_SMALL = 64 * 1024
+READ_BIG = 256 * 1024
 JOIN_BYTES = 16 * 1024  # writelines() joins up to this much rather than gather it
 _CLOSED: Any = ()  # the write queue of a closed socket: not None, so write() leaves its fast path
 
@@ -136,14 +145,21 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
     def read(self, n: int) -> Optional[bytes]:
         """Read up to ``n`` bytes (at most 1 MiB per call).
 
+        A count over 64 KiB is a ceiling: one call asks the kernel for 64 KiB,
+        and for up to 256 KiB while reads keep coming back full, so that
+        small messages never pay for a large buffer.
+
         Returns the data; ``b""`` when nothing is available now; ``None`` at
         EOF, on an error, or when the socket is closed.  Pushed-back data is
         returned first, and never mixed with data from the socket."""
         # Fast path: __pb is None only while the socket is open with nothing
         # pushed back (close() sets it to b"").
         if self.__pb is None and n.__class__ is int and 0 < n <= MAX_READ:
+            k = n
+            if n > 65536:  # READ_SMALL, BIG_READS (64) and READ_BIG as literals: the hot path
+                k = 65536 if not self.__state & 64 else 262144 if n > 262144 else n
             try:
-                data: bytes = self.__io.recv(n)
+                data: bytes = self.__io.recv(k)
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError as e:
@@ -151,10 +167,20 @@ class Socket(Connecting, SocketTls, SocketSpellings, addresses.SocketAddresses, 
                 return None
             if data:
                 self.__active = True
+                if n > 65536 and (k != 65536 or len(data) == 65536):
+                    self._next_read_size(k, len(data))
                 return data
             self.__state |= EOF
             return None
         return self._read_slow(n)
+
+    def _next_read_size(self, asked: int, got: int) -> None:
+        """After a read(n > READ_SMALL): a full one asks the kernel for
+        READ_BIG next; one that got less than READ_SMALL, for READ_SMALL."""
+        if got == asked:
+            self.__state |= BIG_READS
+        elif got < READ_SMALL:
+            self.__state &= ~BIG_READS
 
     def _read_slow(self, n: int) -> Optional[bytes]:
         if self.closed:

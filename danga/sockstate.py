@@ -20,6 +20,7 @@ PARKED = 4  # unregistered from the poller: a HUP/ERR that nobody closed
 HUP_WAITS = 8  # parked with a hang-up held back until reading resumes
 CONNECTING = 16  # a non-blocking connect is in progress
 LINGER = 32  # closed for the user, still flushing after the peer's EOF
+BIG_READS = 64  # a read(n > READ_SMALL) came back full: the next asks the kernel for READ_BIG
 
 
 class Extras:

@@ -21,7 +21,7 @@ class Echo(danga.Socket):
         self.watch_read(True)
 
     def event_read(self):
-        data = self.read(65536)  # bytes; b"" if nothing yet; None at EOF
+        data = self.read(1 << 20)  # bytes; b"" if nothing yet; None at EOF
         if data is None:
             self.close("eof")
         elif data:

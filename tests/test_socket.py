@@ -1,5 +1,7 @@
 """Socket: reading, the write path, interest, addresses, bad input."""
 import socket
+import threading
+import time
 
 import pytest
 
@@ -56,6 +58,49 @@ def test_read_contract():
     assert s.read(10) is None  # EOF
     s.close()
     assert s.read(10) is None  # closed
+
+
+def test_a_large_read_asks_for_more_only_while_reads_come_back_full():
+    """read(n > 64 KiB) reads 64 KiB at a time until one comes back full, then up
+    to 256 KiB (never more than n), and 64 KiB again once less than that arrives."""
+    a, b = pair()
+    with b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        s = danga.Socket(a)
+        data = pattern(1 << 20)
+        b.settimeout(10)
+        sender = threading.Thread(target=b.sendall, args=(data,))
+        sender.start()
+        time.sleep(0.05)
+        got = bytearray()
+        sizes = []
+
+        def take(n):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                chunk = s.read(n)
+                if chunk:
+                    got.extend(chunk)
+                    sizes.append(len(chunk))
+                    return len(chunk)
+                time.sleep(0.001)
+            raise AssertionError("no data")
+
+        assert take(1 << 20) == 65536  # the first asks for 64 KiB: it comes back full
+        assert take(100_000) <= 100_000  # a full read let the next ask for more, up to n
+        assert take(1 << 20) > 65536
+        while len(got) < len(data):
+            take(1 << 20)
+        sender.join()
+        assert bytes(got) == data
+        assert max(sizes) <= 262144
+        b.sendall(b"x" * 100)
+        assert take(1 << 20) == 100  # less than 64 KiB...
+        b.sendall(b"y" * 200_000)
+        time.sleep(0.05)
+        assert take(1 << 20) == 65536  # ...and the next asks for 64 KiB again
+        s.close()
 
 
 def test_read_rejects_bad_counts():
