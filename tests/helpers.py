@@ -1,5 +1,6 @@
 """Small helpers the tests share: run the loop until a condition holds, and
 a listener that accepts into a given Socket class and remembers what it made."""
+import os
 import random
 import socket
 import struct
@@ -62,6 +63,19 @@ def pair():
     danga.Socket makes that end non-blocking)."""
     a, b = socket.socketpair()
     return a, b
+
+
+def pair_at(fd):
+    """A connected socket pair whose first socket has the number ``fd`` (which
+    must be free): the lowest free number, usually, else moved there."""
+    c, d = socket.socketpair()
+    if d.fileno() == fd:
+        c, d = d, c
+    if c.fileno() != fd:
+        os.dup2(c.fileno(), fd)
+        c.close()
+        c = socket.socket(fileno=fd)
+    return c, d
 
 
 def hang_up(peer):

@@ -11,7 +11,6 @@ filter in a child process).  Each test makes a ring of its
 own, whatever the fixture's backend.
 """
 import logging
-import os
 import platform
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import danga
 from danga import pollers
 from danga.pollers import READ, WRITE
 
-from .helpers import pair, pattern, run, run_for
+from .helpers import pair, pair_at, pattern, run, run_for
 
 BUILT = "io_uring" in pollers.available()
 pytestmark = pytest.mark.skipif(
@@ -67,12 +66,8 @@ def test_a_cancelled_poll_never_reaches_the_numbers_next_owner(ring):
     ring.unregister(fd)
     a.close()
     b.close()
-    c, d = socket.socketpair()  # ...and the number goes to a new, idle socket
+    c, d = pair_at(fd)  # ...and the number goes to a new, idle socket
     with c, d:
-        if c.fileno() != fd:
-            os.dup2(c.fileno(), fd)
-            c.close()
-            c = socket.socket(fileno=fd)
         ring.register(fd, READ)
         assert ring.poll(100) == []  # nothing of the old socket's WRITE
         d.send(b"y")
@@ -267,12 +262,8 @@ def test_received_bytes_never_reach_the_next_owner_of_the_number(uring_loop):
     b.sendall(b"more")  # perhaps received too, perhaps in flight
     s.close()
     b.close()
-    c, d = pair()
+    c, d = pair_at(fd)
     with d:
-        if c.fileno() != fd:
-            os.dup2(c.fileno(), fd)
-            c.close()
-            c = socket.socket(fileno=fd)
         t = Sipper(c, size=100)
         d.sendall(b"new")
         run(lambda: len(t.got) >= 3)

@@ -18,25 +18,12 @@ import danga
 from danga import pollers
 from danga.pollers import ERR, HUP, READ, WRITE
 
-from .helpers import run
+from .helpers import pair_at, run
 
 BUILT = "kqueue" in pollers.available()
 pytestmark = pytest.mark.skipif(
     not BUILT, reason="kqueue not built: build with LIBKQUEUE_PREFIX=/path/to/libkqueue pip install -e . "
     "(on Linux; native on the BSDs and macOS)")
-
-
-def pair_at(fd):
-    """A connected socket pair whose first socket has the number ``fd`` (which
-    must be free): the lowest free number, usually, else moved there."""
-    c, d = socket.socketpair()
-    if d.fileno() == fd:
-        c, d = d, c
-    if c.fileno() != fd:
-        os.dup2(c.fileno(), fd)
-        c.close()
-        c = socket.socket(fileno=fd)
-    return c, d
 
 
 @pytest.fixture

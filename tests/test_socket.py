@@ -63,6 +63,9 @@ def test_read_contract():
 def test_a_large_read_asks_for_more_only_while_reads_come_back_full():
     """read(n > 64 KiB) reads 64 KiB at a time until one comes back full, then up
     to 256 KiB (never more than n), and 64 KiB again once less than that arrives."""
+    from danga import socket as dsocket, sockstate
+    # Socket.read spells these as literals on its hot path; they must agree.
+    assert (dsocket.READ_SMALL, dsocket.READ_BIG, sockstate.BIG_READS) == (65536, 262144, 64)
     a, b = pair()
     with b:
         a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
