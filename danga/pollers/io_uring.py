@@ -48,8 +48,17 @@ at the next pass, so a socket stolen in between loses it.
 Measured (``bench/optimisations.md``): at 64 B the receive saves the
 ``recv`` system call and this backend costs what epoll does; at 16 KiB
 the second copy (kernel to buffer, buffer to ``bytes``) makes it dearer;
-at 1 MiB it is cheaper (fewer passes per message).  Sends are still the
-socket's own ``send``.
+at 1 MiB it is dearer still, as epoll's reads grow to 256 KiB while the
+ring's pieces stay 64 KiB and are joined.
+
+Sends are the socket's own ``send``.  Taking them into the ring, to go
+out with the next wait's ``io_uring_enter``, measured about 15% of the
+C floor cheaper, but it breaks what ``write()`` returning True promises:
+that the kernel has the bytes.  A write-queue callable that uses the
+descriptor itself (``os.sendfile`` after a head) or a ``shutdown`` after a
+write would overtake bytes the ring still held, and the water marks would
+not count them.  ``bench/optimisations.md`` lists what a correct version
+needs.
 
 Readiness, for everything else
 ------------------------------
